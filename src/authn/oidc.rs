@@ -139,7 +139,7 @@ impl JwtAuthenticator {
                 Err(e) => return Err(e.into()),
             }
         }
-        let claims = claims::parse_claims(&decoded.payload)?;
+        let claims = claims::parse_claims(decoded.payload())?;
         let expiry = claims::validate_standard(&claims, &self.rules, now)?;
         let user = Arc::new(claims::map_user(
             &claims,

@@ -194,7 +194,7 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
                 .into(),
         );
     } else {
-        match url_scheme(&issuer_url) {
+        match url_scheme(&issuer_url).as_deref() {
             Some("https") => {}
             _ => errors.push(format!(
                 "--oidc-issuer-url: {issuer_url:?}: URL scheme must be https"
@@ -269,10 +269,10 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
     }
 }
 
-fn url_scheme(url: &str) -> Option<&str> {
+fn url_scheme(url: &str) -> Option<String> {
     let uri = url.parse::<http::Uri>().ok()?;
     uri.host()?;
-    uri.scheme_str()
+    uri.scheme_str().map(str::to_string)
 }
 
 fn upstream_config(flags: &Flags, errors: &mut Vec<String>) -> UpstreamConfig {
@@ -300,7 +300,7 @@ fn upstream_config(flags: &Flags, errors: &mut Vec<String>) -> UpstreamConfig {
         );
     }
     if let Some(server) = &flags.server {
-        if !matches!(url_scheme(server), Some("https") | Some("http")) {
+        if !matches!(url_scheme(server).as_deref(), Some("https") | Some("http")) {
             errors.push(format!(
                 "--server: {server:?} is not an http(s) URL with a host"
             ));

@@ -11,7 +11,9 @@
 //! never pooled, so nothing else can ever travel on a connection a client tried to upgrade
 //! (k8s-semantics §4.3, §5.1).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +28,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service as _, ServiceBuilder, ServiceExt};
 
 /// Errors of any body or service in the pipeline.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -91,6 +93,8 @@ pub enum UpstreamError {
 }
 
 type Service = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
 
 /// A pooled client for the API server with the proxy's own credentials attached.
 #[derive(Clone)]
@@ -214,10 +218,10 @@ fn build_service(
     }
     let client: Client<_, Body> = client.build(connector);
     let auth = config.auth_layer().map_err(|e| client_err(&e))?;
+    // Errors are boxed before the credential layer, whose refreshing variant fails with BoxError.
     let service = ServiceBuilder::new()
         .option_layer(auth)
-        .service(client)
-        .map_err(BoxError::from);
+        .service(client.map_err(BoxError::from));
     Ok(BoxCloneSyncService::new(service))
 }
 
@@ -248,19 +252,35 @@ impl Upstream {
 
     /// Sends a request with the proxy's credentials; `upgrade` selects the dedicated HTTP/1.1
     /// connection. `--request-timeout` bounds the wait for response headers only.
-    pub async fn send(&self, request: Request<Body>, upgrade: bool) -> Result<Response<Incoming>, UpstreamError> {
-        let service = if upgrade {
+    pub fn send(
+        &self,
+        request: Request<Body>,
+        upgrade: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static>>
+    {
+        // A boxed 'static future: it keeps the pipeline's futures provably `Send` (rustc cannot
+        // prove it through the boxed tower service for every lifetime otherwise).
+        let mut service = if upgrade {
             self.upgrade_service.clone()
         } else {
             self.service.clone()
         };
-        let call = service.oneshot(request);
-        let result = match self.request_timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .map_err(|_| UpstreamError::Timeout(limit))?,
-            None => call.await,
-        };
-        result.map_err(|e| UpstreamError::Unreachable(crate::authn::issuer::error_chain(e.as_ref())))
+        let request_timeout = self.request_timeout;
+        Box::pin(async move {
+            let call = async {
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                let response: ResponseFuture = service.call(request);
+                response.await
+            };
+            let result = match request_timeout {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(limit))?,
+                None => call.await,
+            };
+            result.map_err(|e| {
+                UpstreamError::Unreachable(crate::authn::issuer::error_chain(e.as_ref()))
+            })
+        })
     }
 }
