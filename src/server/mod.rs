@@ -76,7 +76,7 @@ pub async fn serve_secure(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -114,6 +114,12 @@ pub async fn serve_secure(
             tracing::info!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections")
         }
     }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone). The guard `wait_for` returns is
+/// not `Send`, so it must not live in a spawned task's state.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Binds a TCP listener, naming the flag in the error.

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::authn::issuer::IssuerHealth;
 use crate::authn::oidc::JwtAuthenticator;
+use super::stopped;
 
 /// What readiness depends on.
 pub struct Readiness {
@@ -94,7 +95,7 @@ pub async fn serve_probes(
                 Ok(pair) => pair,
                 Err(_) => continue,
             },
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = stopped(&mut shutdown) => return,
         };
         let readiness = readiness.clone();
         tokio::spawn(async move {
