@@ -227,7 +227,10 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
     for pair in &flags.oidc_required_claim {
         match pair.split_once('=') {
             Some((claim, value)) if !claim.is_empty() => {
-                if required_claims.iter().any(|r: &RequiredClaim| r.claim == claim) {
+                if required_claims
+                    .iter()
+                    .any(|r: &RequiredClaim| r.claim == claim)
+                {
                     errors.push(format!(
                         "--oidc-required-claim: claim {claim:?} given more than once"
                     ));
@@ -295,9 +298,7 @@ fn upstream_config(flags: &Flags, errors: &mut Vec<String>) -> UpstreamConfig {
         }
     }
     if flags.client_certificate.is_some() != flags.client_key.is_some() {
-        errors.push(
-            "--client-certificate and --client-key: must be given together".into(),
-        );
+        errors.push("--client-certificate and --client-key: must be given together".into());
     }
     if let Some(server) = &flags.server {
         if !matches!(url_scheme(server).as_deref(), Some("https") | Some("http")) {
@@ -368,7 +369,10 @@ mod tests {
             "--log-format",
             "--readiness-probe-port: must differ",
         ] {
-            assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
         }
     }
 
