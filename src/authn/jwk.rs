@@ -3,8 +3,8 @@
 //! Like real JWKS consumers, one unusable key does not spoil the set: keys with an unknown `kty`
 //! or `crv`, a `use` other than `sig`, an unknown `alg` or one that does not fit the key, or
 //! malformed material are skipped (logged at debug level). Only a document that is not a JSON
-//! object with a `keys` array is an error. (go-jose v2, which kube-apiserver uses, fails the whole
-//! set on an unknown `kty`; skipping is what go-jose v3+ and most other libraries do.)
+//! object with a `keys` array is an error. (go-jose v2, as kube-apiserver uses it, refuses the
+//! whole set on an unknown `kty`; skipping per key keeps one odd key from locking out an issuer.)
 //!
 //! Each key is parsed once, when the set is loaded, into an `aws-lc-rs` public key per algorithm
 //! it may verify, so verification does no parsing.
@@ -93,7 +93,7 @@ impl JwkSet {
             if keys.len() == MAX_KEYS {
                 tracing::debug!(
                     ignored = entries.len() - index,
-                    "JWKS has more than {MAX_KEYS} usable keys; ignoring the rest"
+                    "JWKS reached {MAX_KEYS} usable keys; ignoring the remaining entries"
                 );
                 break;
             }

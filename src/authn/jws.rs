@@ -13,7 +13,7 @@
 //!   `x5c` and `jwk` headers are ignored, and any `crit` header is refused;
 //! * a key is only used with an algorithm that fits its type and curve, and with the JWK's own
 //!   `alg` when it names one (go-oidc does not check the JWK `alg`);
-//! * RSA keys must be 2048..=8192 bits (aws-lc-rs' `*_2048_8192_*` parameters; Go accepts smaller
+//! * RSA keys must be 2048..=8192 bits (aws-lc-rs' `*_2048_8192_*` parameters; Go accepts 1024-bit
 //!   keys) and RSA-PSS salts must be as long as the hash (RFC 7518 §3.5; go-jose also accepts other
 //!   salt lengths).
 //!
@@ -195,13 +195,22 @@ pub struct JwsHeader {
 }
 
 /// A decoded, not yet verified, compact JWS. Build it with [`decode`]; the fields are private so
-/// that the signing input always belongs to the header and payload it was decoded with.
-#[derive(Debug, Clone)]
+/// that the signing input always belongs to the header and payload it was decoded with. Its
+/// `Debug` output shows the header only: the rest is the credential.
+#[derive(Clone)]
 pub struct Jws {
     header: JwsHeader,
     payload: Vec<u8>,
     signing_input: String,
     signature: Vec<u8>,
+}
+
+impl fmt::Debug for Jws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jws")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Jws {
@@ -967,6 +976,21 @@ mod tests {
                 assert!(!message.contains(part), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn debug_output_shows_the_header_but_not_the_credential() {
+        let token = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        let debug = format!("{:?}", decode(&token).unwrap());
+        assert!(debug.contains("RS256") && debug.contains("rsa"), "{debug}");
+        let [_, payload, signature]: [&str; 3] =
+            token.split('.').collect::<Vec<_>>().try_into().unwrap();
+        assert!(!debug.contains(payload) && !debug.contains(signature));
+        // Neither as text nor as the bytes of `{"`.
+        assert!(
+            !debug.contains("jane") && !debug.contains("123, 34"),
+            "{debug}"
+        );
     }
 
     #[test]
