@@ -394,15 +394,17 @@ mod tests {
     #[test]
     fn username_prefix_dash_means_none_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("c");
-        std::fs::write(&cert, "x").unwrap();
-        let cert = cert.to_str().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, pair.cert.pem()).unwrap();
+        std::fs::write(&key_path, pair.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
         let flags = parse(&[
             "--oidc-issuer-url=https://issuer.example",
             "--oidc-client-id=kube",
             "--oidc-username-prefix=-",
             &format!("--tls-cert-file={cert}"),
-            &format!("--tls-private-key-file={cert}"),
+            &format!("--tls-private-key-file={key}"),
             "--oidc-required-claim=hd=example.com",
         ]);
         let config = Config::from_flags(&flags).unwrap();
