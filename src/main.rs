@@ -1,1 +1,171 @@
-fn main() {}
+//! `kube-oidc-proxy`: parse flags, build the parts, run. Nothing else lives here.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use kube_oidc_proxy::authn::oidc::JwtAuthenticator;
+use kube_oidc_proxy::config::{Config, Flags};
+use kube_oidc_proxy::observe::logging;
+use kube_oidc_proxy::proxy::Proxy;
+use kube_oidc_proxy::server::{self, probe, tls, ServeSettings};
+use kube_oidc_proxy::upstream::{self, Upstream};
+use tokio::sync::watch;
+
+/// How often the serving certificate files are checked for changes.
+const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(flags))
+}
+
+/// Everything that can be checked before listening, with every error collected.
+struct Parts {
+    config: Config,
+    authenticator: Arc<JwtAuthenticator>,
+    upstream: Upstream,
+    certificates: Arc<tls::ServingCertificates>,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
+    let config = Config::from_flags(flags).map_err(|e| e.0)?;
+    let mut errors = Vec::new();
+    let authenticator = JwtAuthenticator::new(config.jwt.clone())
+        .map_err(|e| errors.push(format!("--oidc-ca-file: {e}")))
+        .ok();
+    let upstream = match upstream::kube_config(&config.upstream.overrides).await {
+        Ok(kube_config) => Upstream::new(&kube_config, config.upstream.request_timeout)
+            .map_err(|e| errors.push(e.to_string()))
+            .ok(),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    };
+    let certificates = tls::ServingCertificates::load(&config.tls)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    let tls = certificates.as_ref().and_then(|certs| {
+        tls::server_config(&config.tls, certs.clone())
+            .map_err(|e| errors.push(e.to_string()))
+            .ok()
+    });
+    match (authenticator, upstream, certificates, tls) {
+        (Some(authenticator), Some(upstream), Some(certificates), Some(tls)) if errors.is_empty() => {
+            Ok(Parts {
+                config,
+                authenticator: Arc::new(authenticator),
+                upstream,
+                certificates,
+                tls,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+async fn run(flags: Flags) -> ExitCode {
+    let parts = match build(&flags).await {
+        Ok(parts) => parts,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!("kube-oidc-proxy: {} configuration error(s); not starting", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    if flags.validate_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let Parts {
+        config,
+        authenticator,
+        upstream,
+        certificates,
+        tls,
+    } = parts;
+    logging::init(&config.log);
+
+    let secure_address = SocketAddr::new(config.bind_address, config.secure_port);
+    let probe_address = SocketAddr::new(config.bind_address, config.probe_port);
+    let (secure, probes) = match (
+        server::bind(secure_address, "--secure-port").await,
+        server::bind(probe_address, "--readiness-probe-port").await,
+    ) {
+        (Ok(secure), Ok(probes)) => (secure, probes),
+        (secure, probes) => {
+            for error in [secure.err(), probes.err()].into_iter().flatten() {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = Arc::new(probe::Readiness::new(authenticator.clone()));
+    let refresh = tokio::spawn(authenticator.issuer().clone().run_refresh_loop());
+    let cert_watch = tokio::spawn(certificates.watch(CERT_POLL_INTERVAL));
+    let probe_task = tokio::spawn(probe::serve_probes(probes, readiness.clone(), stop_rx.clone()));
+    let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()));
+    tracing::info!(
+        address = %secure_address,
+        probes = %probe_address,
+        upstream = %upstream.base(),
+        "kube-oidc-proxy serving"
+    );
+    let serve = tokio::spawn(server::serve_secure(
+        secure,
+        tls,
+        proxy,
+        ServeSettings {
+            http2_max_streams: config.http2_max_streams,
+            shutdown_grace: config.shutdown_grace,
+        },
+        stop_rx,
+    ));
+    readiness.set_serving(true);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    readiness.set_serving(false);
+    let _ = stop_tx.send(true);
+    let _ = serve.await;
+    refresh.abort();
+    cert_watch.abort();
+    probe_task.abort();
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

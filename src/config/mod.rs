@@ -1,1 +1,416 @@
-//! TODO
+//! Configuration: flags are parsed and validated whole at the edge, every problem is reported
+//! at once, and plain structs are handed to the rest of the proxy. No other module reads flags.
+
+pub mod flags;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use flags::Flags;
+
+use crate::authn::claims::{ClaimMappings, PrefixedClaim, RequiredClaim};
+use crate::authn::jws::Algorithm;
+use crate::authn::oidc::JwtConfig;
+use crate::observe::logging::{LogFormat, LogSettings};
+use crate::server::tls::{parse_sni_cert_key, TlsSettings};
+use crate::upstream::{ClientOverrides, UpstreamConfig};
+
+/// Everything the proxy needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    pub probe_port: u16,
+    pub tls: TlsSettings,
+    /// 0 is replaced by the Go default of 100.
+    pub http2_max_streams: u32,
+    pub jwt: JwtConfig,
+    pub upstream: UpstreamConfig,
+    pub shutdown_grace: Duration,
+    pub log: LogSettings,
+}
+
+/// Every problem found in the flags, in flag order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses a duration as Go's flags write them (`30s`, `1m30s`, `0`) or as plain seconds
+/// (kubectl's `--request-timeout=5`).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Validates all flags and returns the configuration, or every error found.
+    ///
+    /// Files named by flags are checked for readability here; their contents (certificates,
+    /// CA bundles, kubeconfig) are loaded by the modules that own them, which report their own
+    /// errors before the proxy listens.
+    pub fn from_flags(flags: &Flags) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        let bind_address = flags.bind_address.parse::<IpAddr>().unwrap_or_else(|_| {
+            errors.push(format!(
+                "--bind-address: {:?} is not an IP address",
+                flags.bind_address
+            ));
+            IpAddr::from([0, 0, 0, 0])
+        });
+        if flags.secure_port == 0 {
+            errors.push("--secure-port: must be between 1 and 65535".into());
+        }
+        if flags.readiness_probe_port == 0 {
+            errors.push("--readiness-probe-port: must be between 1 and 65535".into());
+        }
+        if flags.readiness_probe_port == flags.secure_port {
+            errors.push(format!(
+                "--readiness-probe-port: must differ from --secure-port ({})",
+                flags.secure_port
+            ));
+        }
+        if let Err(e) = parse_go_duration(&flags.flush_interval) {
+            errors.push(format!("--flush-interval: {e}"));
+        }
+
+        let tls = tls_settings(flags, &mut errors);
+        let jwt = jwt_config(flags, &mut errors);
+        let upstream = upstream_config(flags, &mut errors);
+
+        let shutdown_grace = parse_go_duration(&flags.shutdown_grace_period).unwrap_or_else(|e| {
+            errors.push(format!("--shutdown-grace-period: {e}"));
+            Duration::from_secs(30)
+        });
+        let format = match flags.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                errors.push(format!(
+                    "--log-format: {other:?} is not one of \"text\", \"json\""
+                ));
+                LogFormat::Text
+            }
+        };
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Self {
+            bind_address,
+            secure_port: flags.secure_port,
+            probe_port: flags.readiness_probe_port,
+            tls,
+            http2_max_streams: if flags.http2_max_streams_per_connection == 0 {
+                100
+            } else {
+                flags.http2_max_streams_per_connection
+            },
+            jwt,
+            upstream,
+            shutdown_grace,
+            log: LogSettings {
+                verbosity: flags.verbosity,
+                format,
+            },
+        })
+    }
+}
+
+fn required_file(flag: &str, value: &Option<PathBuf>, errors: &mut Vec<String>) -> PathBuf {
+    match value {
+        None => {
+            errors.push(format!("{flag}: required"));
+            PathBuf::new()
+        }
+        Some(path) => {
+            check_readable(flag, path, errors);
+            path.clone()
+        }
+    }
+}
+
+fn check_readable(flag: &str, path: &PathBuf, errors: &mut Vec<String>) {
+    if let Err(e) = std::fs::metadata(path) {
+        errors.push(format!("{flag}: cannot read {}: {e}", path.display()));
+    }
+}
+
+fn tls_settings(flags: &Flags, errors: &mut Vec<String>) -> TlsSettings {
+    let cert_file = required_file("--tls-cert-file", &flags.tls_cert_file, errors);
+    let key_file = required_file(
+        "--tls-private-key-file",
+        &flags.tls_private_key_file,
+        errors,
+    );
+    let mut sni = Vec::new();
+    for value in &flags.tls_sni_cert_key {
+        match parse_sni_cert_key(value) {
+            Ok(pair) => sni.push(pair),
+            Err(e) => errors.push(format!("--tls-sni-cert-key: {e}")),
+        }
+    }
+    let settings = TlsSettings {
+        cert_file,
+        key_file,
+        sni,
+        min_version: flags.tls_min_version.clone(),
+        cipher_suites: flags.tls_cipher_suites.clone(),
+        http2: !flags.disable_http2_serving,
+    };
+    for e in settings.validate() {
+        errors.push(e.to_string());
+    }
+    settings
+}
+
+fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
+    let issuer_url = flags.oidc_issuer_url.clone();
+    // kube-apiserver: "oidc-issuer-url and oidc-client-id must be specified together".
+    if issuer_url.is_empty() || flags.oidc_client_id.is_empty() {
+        errors.push(
+            "--oidc-issuer-url and --oidc-client-id: both are required (the proxy cannot \
+             authenticate anyone without an issuer)"
+                .into(),
+        );
+    } else {
+        match url_scheme(&issuer_url).as_deref() {
+            Some("https") => {}
+            _ => errors.push(format!(
+                "--oidc-issuer-url: {issuer_url:?}: URL scheme must be https"
+            )),
+        }
+    }
+    if let Some(path) = &flags.oidc_ca_file {
+        check_readable("--oidc-ca-file", path, errors);
+    }
+    if flags.oidc_username_claim.is_empty() {
+        errors.push("--oidc-username-claim: must not be empty".into());
+    }
+
+    let mut algorithms = Vec::new();
+    for name in flags.oidc_signing_algs.iter().map(|s| s.trim()) {
+        match name.parse::<Algorithm>() {
+            Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Ok(_) => {}
+            Err(_) => errors.push(format!(
+                "--oidc-signing-algs: unsupported signing alg {name:?} (allowed: RS256, RS384, \
+                 RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)"
+            )),
+        }
+    }
+    if algorithms.is_empty() && flags.oidc_signing_algs.iter().all(|s| s.trim().is_empty()) {
+        algorithms.push(Algorithm::RS256);
+    }
+
+    let mut required_claims = Vec::new();
+    for pair in &flags.oidc_required_claim {
+        match pair.split_once('=') {
+            Some((claim, value)) if !claim.is_empty() => {
+                if required_claims.iter().any(|r: &RequiredClaim| r.claim == claim) {
+                    errors.push(format!(
+                        "--oidc-required-claim: claim {claim:?} given more than once"
+                    ));
+                }
+                required_claims.push(RequiredClaim {
+                    claim: claim.to_string(),
+                    value: value.to_string(),
+                });
+            }
+            _ => errors.push(format!(
+                "--oidc-required-claim: {pair:?} is not of the form key=value"
+            )),
+        }
+    }
+
+    // peers.md §3.2: the Go proxy's help promised `-` = no prefix but applied it literally;
+    // we do what the help text says. Default (empty) is no prefix, as in the Go proxy.
+    let username_prefix = match flags.oidc_username_prefix.as_str() {
+        "-" => String::new(),
+        other => other.to_string(),
+    };
+    JwtConfig {
+        issuer_url,
+        audiences: vec![flags.oidc_client_id.clone()],
+        ca_file: flags.oidc_ca_file.clone(),
+        algorithms,
+        mappings: ClaimMappings {
+            username: PrefixedClaim {
+                claim: flags.oidc_username_claim.clone(),
+                prefix: username_prefix,
+            },
+            groups: (!flags.oidc_groups_claim.is_empty()).then(|| PrefixedClaim {
+                claim: flags.oidc_groups_claim.clone(),
+                prefix: flags.oidc_groups_prefix.clone(),
+            }),
+            uid: None,
+        },
+        required_claims,
+    }
+}
+
+fn url_scheme(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    uri.host()?;
+    uri.scheme_str().map(str::to_string)
+}
+
+fn upstream_config(flags: &Flags, errors: &mut Vec<String>) -> UpstreamConfig {
+    let request_timeout = match parse_go_duration(&flags.request_timeout) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!("--request-timeout: {e}"));
+            None
+        }
+    };
+    for (flag, path) in [
+        ("--kubeconfig", &flags.kubeconfig),
+        ("--certificate-authority", &flags.certificate_authority),
+        ("--client-certificate", &flags.client_certificate),
+        ("--client-key", &flags.client_key),
+    ] {
+        if let Some(path) = path {
+            check_readable(flag, path, errors);
+        }
+    }
+    if flags.client_certificate.is_some() != flags.client_key.is_some() {
+        errors.push(
+            "--client-certificate and --client-key: must be given together".into(),
+        );
+    }
+    if let Some(server) = &flags.server {
+        if !matches!(url_scheme(server).as_deref(), Some("https") | Some("http")) {
+            errors.push(format!(
+                "--server: {server:?} is not an http(s) URL with a host"
+            ));
+        }
+    }
+    let overrides = ClientOverrides {
+        kubeconfig: flags.kubeconfig.clone(),
+        context: flags.context.clone(),
+        cluster: flags.cluster.clone(),
+        user: flags.user.clone(),
+        server: flags.server.clone(),
+        certificate_authority: flags.certificate_authority.clone(),
+        client_certificate: flags.client_certificate.clone(),
+        client_key: flags.client_key.clone(),
+        token: flags.token.clone(),
+        tls_server_name: flags.tls_server_name.clone(),
+        insecure_skip_tls_verify: flags.insecure_skip_tls_verify,
+    };
+    UpstreamConfig {
+        overrides,
+        request_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Flags {
+        let mut all = vec!["kube-oidc-proxy"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_go_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_go_duration("soon").is_err());
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let flags = parse(&[
+            "--bind-address=nowhere",
+            "--oidc-issuer-url=http://issuer.example",
+            "--oidc-client-id=c",
+            "--oidc-signing-algs=RS256,HS256,none",
+            "--oidc-required-claim=novalue",
+            "--log-format=xml",
+            "--readiness-probe-port=6443",
+        ]);
+        let errors = Config::from_flags(&flags).unwrap_err().0;
+        let joined = errors.join("\n");
+        for expected in [
+            "--bind-address",
+            "--tls-cert-file: required",
+            "--tls-private-key-file: required",
+            "URL scheme must be https",
+            "\"HS256\"",
+            "\"none\"",
+            "--oidc-required-claim",
+            "--log-format",
+            "--readiness-probe-port: must differ",
+        ] {
+            assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn missing_issuer_is_an_error() {
+        let errors = Config::from_flags(&parse(&[])).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.contains("--oidc-issuer-url")));
+    }
+
+    #[test]
+    fn go_style_bool_flags() {
+        assert!(parse(&["--disable-http2-serving"]).disable_http2_serving);
+        assert!(!parse(&["--disable-http2-serving=false"]).disable_http2_serving);
+        assert_eq!(parse(&["-v=4"]).verbosity, 4);
+        assert_eq!(parse(&["--v=3"]).verbosity, 3);
+        assert_eq!(parse(&["-P", "9090"]).readiness_probe_port, 9090);
+    }
+
+    #[test]
+    fn username_prefix_dash_means_none_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c");
+        std::fs::write(&cert, "x").unwrap();
+        let cert = cert.to_str().unwrap();
+        let flags = parse(&[
+            "--oidc-issuer-url=https://issuer.example",
+            "--oidc-client-id=kube",
+            "--oidc-username-prefix=-",
+            &format!("--tls-cert-file={cert}"),
+            &format!("--tls-private-key-file={cert}"),
+            "--oidc-required-claim=hd=example.com",
+        ]);
+        let config = Config::from_flags(&flags).unwrap();
+        assert_eq!(config.jwt.mappings.username.claim, "sub");
+        assert_eq!(config.jwt.mappings.username.prefix, "");
+        assert!(config.jwt.mappings.groups.is_none());
+        assert_eq!(config.jwt.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(config.jwt.audiences, vec!["kube".to_string()]);
+        assert_eq!(config.jwt.required_claims[0].value, "example.com");
+        assert_eq!(config.secure_port, 6443);
+        assert_eq!(config.probe_port, 8080);
+        assert_eq!(config.http2_max_streams, 100);
+        assert!(config.upstream.overrides.is_empty());
+    }
+}

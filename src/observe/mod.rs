@@ -1,1 +1,4 @@
-//! TODO
+//! Observing the proxy: diagnostic logging and the per-request access log.
+
+pub mod access_log;
+pub mod logging;

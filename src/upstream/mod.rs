@@ -1,1 +1,286 @@
-//! TODO
+//! The API server client: where requests go, with which credentials, over which connections.
+//!
+//! Configuration is kubectl's: in-cluster (the ServiceAccount token file is re-read as it
+//! rotates, through kube's `RefreshableToken`) unless a kubeconfig or any client flag is given.
+//! Requests are proxied through our own hyper client rather than `kube::Client`, whose bodies
+//! cannot stream and whose retry layer would re-send requests (rust-ecosystem.md §2.4); kube
+//! supplies the TLS configuration and the credential layer.
+//!
+//! Two pools: ordinary requests negotiate HTTP/2 when the API server offers it; upgrade
+//! requests (exec, attach, port-forward) always use HTTP/1.1 on a dedicated connection that is
+//! never pooled, so nothing else can ever travel on a connection a client tried to upgrade
+//! (k8s-semantics §4.3, §5.1).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kube::client::ConfigExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service as _, ServiceBuilder, ServiceExt};
+
+/// Errors of any body or service in the pipeline.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A streaming body, inbound or outbound.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The kubectl-style client flags; all empty means in-cluster configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOverrides {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub cluster: Option<String>,
+    pub user: Option<String>,
+    pub server: Option<String>,
+    pub certificate_authority: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub token: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl ClientOverrides {
+    /// True when no client flag was given (the Go proxy's `ClientFlagsChanged` is false).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Upstream settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub overrides: ClientOverrides,
+    /// Bound on waiting for the API server's response headers; `None` = no bound.
+    pub request_timeout: Option<Duration>,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    #[error("in-cluster configuration (no client flag given): {0}")]
+    InCluster(String),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("--certificate-authority {path}: {reason}")]
+    CertificateAuthority { path: PathBuf, reason: String },
+    #[error("--server: {0}")]
+    Server(String),
+    #[error("API server client: {0}")]
+    Client(String),
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting or the TLS handshake failed, or the connection broke before a response.
+    #[error("API server unreachable: {0}")]
+    Unreachable(String),
+    /// No response headers within `--request-timeout`.
+    #[error("API server did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+type Service = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
+
+/// A pooled client for the API server with the proxy's own credentials attached.
+#[derive(Clone)]
+pub struct Upstream {
+    base: Uri,
+    service: Service,
+    upgrade_service: Service,
+    request_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Builds kube's client configuration from the flags.
+pub async fn kube_config(overrides: &ClientOverrides) -> Result<kube::Config, UpstreamConfigError> {
+    if overrides.is_empty() {
+        return kube::Config::incluster().map_err(|e| UpstreamConfigError::InCluster(e.to_string()));
+    }
+    let options = KubeConfigOptions {
+        context: overrides.context.clone(),
+        cluster: overrides.cluster.clone(),
+        user: overrides.user.clone(),
+    };
+    let uses_kubeconfig = overrides.kubeconfig.is_some()
+        || overrides.context.is_some()
+        || overrides.cluster.is_some()
+        || overrides.user.is_some()
+        || overrides.server.is_none();
+    let mut config = if let Some(path) = &overrides.kubeconfig {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|e| UpstreamConfigError::Kubeconfig(format!("{}: {e}", path.display())))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| UpstreamConfigError::Kubeconfig(format!("{}: {e}", path.display())))?
+    } else if uses_kubeconfig {
+        kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| UpstreamConfigError::Kubeconfig(e.to_string()))?
+    } else {
+        let server = overrides.server.as_deref().unwrap_or_default();
+        kube::Config::new(server.parse().map_err(|e: http::uri::InvalidUri| {
+            UpstreamConfigError::Server(format!("{server:?}: {e}"))
+        })?)
+    };
+    if let Some(server) = &overrides.server {
+        config.cluster_url = server
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| UpstreamConfigError::Server(format!("{server:?}: {e}")))?;
+    }
+    if let Some(path) = &overrides.certificate_authority {
+        let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>())
+            .map_err(|e| UpstreamConfigError::CertificateAuthority {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(UpstreamConfigError::CertificateAuthority {
+                path: path.clone(),
+                reason: "no PEM certificate found".into(),
+            });
+        }
+        config.root_cert = Some(certs);
+        config.root_cert_file = None;
+    }
+    if let (Some(cert), Some(key)) = (&overrides.client_certificate, &overrides.client_key) {
+        config.auth_info.client_certificate = Some(cert.display().to_string());
+        config.auth_info.client_certificate_data = None;
+        config.auth_info.client_key = Some(key.display().to_string());
+        config.auth_info.client_key_data = None;
+    }
+    if let Some(token) = &overrides.token {
+        config.auth_info.token = Some(secrecy::SecretString::from(token.clone()));
+        config.auth_info.token_file = None;
+    }
+    if let Some(name) = &overrides.tls_server_name {
+        config.tls_server_name = Some(name.clone());
+    }
+    if overrides.insecure_skip_tls_verify {
+        config.accept_invalid_certs = true;
+    }
+    Ok(config)
+}
+
+fn build_service(
+    config: &kube::Config,
+    http2: bool,
+    pooled: bool,
+) -> Result<Service, UpstreamConfigError> {
+    let client_err = |e: &dyn std::fmt::Display| UpstreamConfigError::Client(e.to_string());
+    let mut tls = config.rustls_client_config().map_err(|e| client_err(&e))?;
+    tls.alpn_protocols.clear();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match &config.tls_server_name {
+        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+            name.clone()
+                .try_into()
+                .map_err(|e: rustls_pki_types::InvalidDnsNameError| client_err(&e))?,
+        )),
+        None => builder,
+    };
+    let connector = if http2 {
+        builder.enable_all_versions().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    // Redirects are never followed: this client has no redirect logic at all.
+    client.timer(hyper_util::rt::TokioTimer::new());
+    if !pooled {
+        client.pool_max_idle_per_host(0);
+    }
+    let client: Client<_, Body> = client.build(connector);
+    let auth = config.auth_layer().map_err(|e| client_err(&e))?;
+    // Errors are boxed before the credential layer, whose refreshing variant fails with BoxError.
+    let service = ServiceBuilder::new()
+        .option_layer(auth)
+        .service(client.map_err(BoxError::from));
+    Ok(BoxCloneSyncService::new(service))
+}
+
+impl Upstream {
+    /// Builds the two pools from kube's configuration.
+    pub fn new(config: &kube::Config, request_timeout: Option<Duration>) -> Result<Self, UpstreamConfigError> {
+        Ok(Self {
+            base: config.cluster_url.clone(),
+            service: build_service(config, true, true)?,
+            upgrade_service: build_service(config, false, false)?,
+            request_timeout,
+        })
+    }
+
+    /// The API server's URL.
+    pub fn base(&self) -> &Uri {
+        &self.base
+    }
+
+    /// The upstream URI for a request's path and query, kept exactly as received (a path
+    /// prefix in the server URL, e.g. Rancher's `/k8s/clusters/c-x`, is kept in front).
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let prefix = self.base.path().trim_end_matches('/');
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(format!("{prefix}{path_and_query}").parse()?);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// Sends a request with the proxy's credentials; `upgrade` selects the dedicated HTTP/1.1
+    /// connection. `--request-timeout` bounds the wait for response headers only.
+    pub fn send(
+        &self,
+        request: Request<Body>,
+        upgrade: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static>>
+    {
+        // A boxed 'static future: it keeps the pipeline's futures provably `Send` (rustc cannot
+        // prove it through the boxed tower service for every lifetime otherwise).
+        let mut service = if upgrade {
+            self.upgrade_service.clone()
+        } else {
+            self.service.clone()
+        };
+        let request_timeout = self.request_timeout;
+        Box::pin(async move {
+            let call = async {
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                let response: ResponseFuture = service.call(request);
+                response.await
+            };
+            let result = match request_timeout {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(limit))?,
+                None => call.await,
+            };
+            result.map_err(|e| {
+                UpstreamError::Unreachable(crate::authn::issuer::error_chain(e.as_ref()))
+            })
+        })
+    }
+}

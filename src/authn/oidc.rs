@@ -1,0 +1,159 @@
+//! The JWT authenticator: one issuer, its keys, its claim rules, and a verified-token cache.
+//!
+//! Steps in order, as kube-apiserver's `AuthenticateToken` (k8s-semantics §1.3):
+//! the unverified `iss` routes the token (not ours → [`AuthError::NotMine`]); the JWS signature
+//! is checked against the issuer's keys (one refetch on an unknown `kid`); the standard claims
+//! (`iss`, `aud`, `exp`, `nbf`) and then the claim mappings and required claims decide the user.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use quick_cache::sync::Cache;
+
+use super::claims::{self, ClaimError, ClaimMappings, RequiredClaim, ValidationRules};
+use super::issuer::{Issuer, IssuerError, IssuerHealth};
+use super::jws::{self, Algorithm, JwsError};
+use super::UserInfo;
+
+/// Verified tokens remembered at most this long (and never past their `exp`).
+const CACHE_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// Distinct tokens remembered.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// One JWT issuer's configuration, whether from `--oidc-*` flags or (later) a structured
+/// authentication configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Must equal the token's `iss` and the discovery document's `issuer` byte for byte.
+    pub issuer_url: String,
+    /// A token is accepted when its `aud` contains any of these.
+    pub audiences: Vec<String>,
+    /// CA bundle for the issuer's TLS; the host's roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Accepted JWS algorithms.
+    pub algorithms: Vec<Algorithm>,
+    pub mappings: ClaimMappings,
+    pub required_claims: Vec<RequiredClaim>,
+}
+
+/// Why a token was not accepted. Only the log sees these; the client gets `Unauthorized`.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token does not name this issuer (kube: "skip", not an error).
+    #[error("token issuer is not {0}")]
+    NotMine(String),
+    /// The issuer's keys were never loaded.
+    #[error("oidc: authenticator for issuer {0:?} is not initialized")]
+    NotReady(String),
+    /// The token is not a well-formed JWS or its signature does not verify.
+    #[error("oidc: verify token: {0}")]
+    Jws(#[from] JwsError),
+    /// A claim check or mapping failed.
+    #[error("oidc: {0}")]
+    Claims(#[from] ClaimError),
+}
+
+#[derive(Clone)]
+struct CachedUser {
+    user: Arc<UserInfo>,
+    /// min(token exp, insert time + CACHE_MAX_AGE), checked on every hit.
+    valid_until: SystemTime,
+}
+
+/// Authenticates bearer tokens of one issuer.
+pub struct JwtAuthenticator {
+    config: JwtConfig,
+    rules: ValidationRules,
+    issuer: Arc<Issuer>,
+    cache: Cache<[u8; 32], CachedUser>,
+}
+
+impl std::fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthenticator")
+            .field("issuer", &self.config.issuer_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+impl JwtAuthenticator {
+    /// Builds the authenticator; keys load later (see [`Issuer::run_refresh_loop`]).
+    pub fn new(config: JwtConfig) -> Result<Self, IssuerError> {
+        let issuer = Arc::new(Issuer::new(&config.issuer_url, config.ca_file.as_ref())?);
+        Ok(Self {
+            rules: ValidationRules {
+                issuer: config.issuer_url.clone(),
+                audiences: config.audiences.clone(),
+            },
+            config,
+            issuer,
+            cache: Cache::new(CACHE_CAPACITY),
+        })
+    }
+
+    /// The issuer, for its refresh loop and readiness.
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.issuer
+    }
+
+    /// Readiness of this authenticator.
+    pub fn health(&self) -> IssuerHealth {
+        self.issuer.health()
+    }
+
+    /// Authenticates a bearer token at `now`.
+    pub async fn authenticate(&self, token: &str, now: SystemTime) -> Result<Arc<UserInfo>, AuthError> {
+        let key = token_key(token);
+        if let Some(hit) = self.cache.get(&key) {
+            if now <= hit.valid_until {
+                return Ok(hit.user);
+            }
+            self.cache.remove(&key);
+        }
+        match jws::unverified_issuer(token) {
+            Some(iss) if iss == self.config.issuer_url => {}
+            _ => return Err(AuthError::NotMine(self.config.issuer_url.clone())),
+        }
+        let decoded = jws::decode(token)?;
+        let mut keys = self
+            .issuer
+            .keys()
+            .ok_or_else(|| AuthError::NotReady(self.config.issuer_url.clone()))?;
+        loop {
+            match jws::verify(&decoded, &keys, &self.config.algorithms) {
+                Ok(()) => break,
+                Err(JwsError::NoMatchingKey) => {
+                    match self.issuer.refresh_for_unknown_kid(&keys).await {
+                        Some(fresh) => keys = fresh,
+                        None => return Err(JwsError::NoMatchingKey.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let claims = claims::parse_claims(decoded.payload())?;
+        let expiry = claims::validate_standard(&claims, &self.rules, now)?;
+        let user = Arc::new(claims::map_user(
+            &claims,
+            &self.config.mappings,
+            &self.config.required_claims,
+        )?);
+        let valid_until = expiry.min(now + CACHE_MAX_AGE);
+        self.cache.insert(
+            key,
+            CachedUser {
+                user: user.clone(),
+                valid_until,
+            },
+        );
+        Ok(user)
+    }
+}

@@ -1,0 +1,200 @@
+//! Cleaning a client's request headers before anything of the proxy's own is added.
+//!
+//! Order matters (k8s-semantics §3.3, §5.2): everything the client sent that could carry
+//! credentials, an identity or a hop-by-hop instruction is removed FIRST; only then does the
+//! proxy set its own `Authorization` and `Impersonate-*` headers. A client can therefore never
+//! make the proxy drop or alter the headers it adds (the `Connection: Authorization` trick of the
+//! Go `ReverseProxy` Director bug class) nor smuggle an extra `Impersonate-Group`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones Go's ReverseProxy removes).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Header name prefixes that carry an identity the API server might trust: the client's own
+/// impersonation requests, and the request-header ("front proxy") authentication headers in
+/// case the API server trusts the proxy's client certificate as a front proxy.
+const IDENTITY_PREFIXES: [&str; 2] = ["impersonate-", "x-remote-"];
+
+/// True when the request asks for a protocol upgrade: kube-apiserver's `IsUpgradeRequest` is a
+/// case-insensitive substring test for `upgrade` in any `Connection` value
+/// (`k8s.io/apimachinery/pkg/util/httpstream.IsUpgradeRequest`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .to_str()
+            .map(|v| v.to_ascii_lowercase().contains("upgrade"))
+            .unwrap_or(false)
+    })
+}
+
+/// True when the client sent any `Impersonate-*` header (any case, `Impersonate-Uid` included).
+pub fn has_impersonation_headers(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| name.as_str().starts_with("impersonate-"))
+}
+
+/// Removes from a client's request everything that must not reach the API server: the
+/// client's `Authorization`, every `Impersonate-*` and `X-Remote-*` header, `Host`, every
+/// hop-by-hop header and every header named in a `Connection` value.
+///
+/// For an upgrade request (`keep_upgrade`), `Upgrade` survives and `Connection: Upgrade` is
+/// set again by the proxy itself; nothing else of the client's `Connection` is kept.
+pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by `Connection` are hop-by-hop too (RFC 9110 §7.6.1). Collect them before
+    // `Connection` itself goes; an empty or odd value must not stop the removal (CVE-2021-33197).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    let identity: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            IDENTITY_PREFIXES
+                .iter()
+                .any(|prefix| name.as_str().starts_with(prefix))
+        })
+        .cloned()
+        .collect();
+    for name in identity {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream response before it goes back to the client.
+/// For a `101 Switching Protocols` answer the caller keeps `Connection`/`Upgrade`.
+pub fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn strips_credentials_identity_and_hop_by_hop() {
+        let mut map = headers(&[
+            ("Authorization", "Bearer secret"),
+            ("Impersonate-User", "admin"),
+            ("IMPERSONATE-GROUP", "system:masters"),
+            ("impersonate-uid", "1"),
+            ("Impersonate-Extra-Scopes", "x"),
+            ("X-Remote-User", "admin"),
+            ("X-Remote-Extra-Foo", "bar"),
+            ("Host", "evil"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Accept", "application/json"),
+        ]);
+        strip_client_headers(&mut map, false);
+        let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed_even_after_an_empty_token() {
+        let mut map = headers(&[
+            ("Connection", ""),
+            ("Connection", "X-Audit-Id, ,x-custom"),
+            ("X-Audit-Id", "1"),
+            ("X-Custom", "2"),
+            ("Accept", "*/*"),
+        ]);
+        strip_client_headers(&mut map, false);
+        assert!(map.get("x-audit-id").is_none());
+        assert!(map.get("x-custom").is_none());
+        assert!(map.get("connection").is_none());
+        assert!(map.get("accept").is_some());
+    }
+
+    #[test]
+    fn upgrade_is_kept_only_for_upgrade_requests() {
+        let mut map = headers(&[
+            ("Connection", "Upgrade, X-Foo"),
+            ("Upgrade", "websocket"),
+            ("X-Foo", "1"),
+        ]);
+        assert!(is_upgrade_request(&map));
+        strip_client_headers(&mut map, true);
+        assert_eq!(map.get("upgrade").unwrap(), "websocket");
+        assert_eq!(map.get("connection").unwrap(), "Upgrade");
+        assert!(map.get("x-foo").is_none());
+
+        let mut plain = headers(&[("Upgrade", "websocket")]);
+        strip_client_headers(&mut plain, false);
+        assert!(plain.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn detects_impersonation_in_any_case() {
+        assert!(has_impersonation_headers(&headers(&[(
+            "IMPERSONATE-UID",
+            "x"
+        )])));
+        assert!(!has_impersonation_headers(&headers(&[("Accept", "x")])));
+    }
+
+    #[test]
+    fn upgrade_detection_is_substring_and_case_insensitive() {
+        assert!(is_upgrade_request(&headers(&[(
+            "Connection",
+            "keep-alive, UPGRADE"
+        )])));
+        assert!(!is_upgrade_request(&headers(&[("Connection", "close")])));
+    }
+}

@@ -1,0 +1,200 @@
+//! A fake API server over TLS that records every request it receives, with routes for the
+//! behaviours the proxy must preserve (streams, redirects, slowness, upgrades).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::http::{empty, full, serve, Body, Handler};
+use super::pki::{server_config, TestCa};
+
+/// One request as the fake API server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct FakeApiServer {
+    pub url: String,
+    pub address: SocketAddr,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    /// Sends the next chunk of the `/watch` stream.
+    watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>>,
+}
+
+impl FakeApiServer {
+    pub async fn start(ca: &TestCa) -> Self {
+        let leaf = ca.leaf("apiserver");
+        let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>> = Arc::default();
+        let handler: Handler = {
+            let recorded = recorded.clone();
+            let watch_tx = watch_tx.clone();
+            Arc::new(move |mut request| {
+                let recorded = recorded.clone();
+                let watch_tx = watch_tx.clone();
+                Box::pin(async move {
+                    let path = request.uri().path().to_string();
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    let (parts, body) = request.into_parts();
+                    let is_upgrade = path.starts_with("/upgrade");
+                    let body = if is_upgrade {
+                        Bytes::new()
+                    } else {
+                        body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()
+                    };
+                    recorded.lock().unwrap().push(Recorded {
+                        method: parts.method.clone(),
+                        uri: parts.uri.to_string(),
+                        version: parts.version,
+                        headers: parts.headers.clone(),
+                        body: body.clone(),
+                    });
+                    route(&path, parts, body, upgrade, watch_tx).await
+                })
+            })
+        };
+        let address = serve(
+            Some(server_config(&leaf, &[b"h2", b"http/1.1"])),
+            handler,
+        )
+        .await;
+        Self {
+            url: format!("https://127.0.0.1:{}", address.port()),
+            address,
+            recorded,
+            watch_tx,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.recorded.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("the fake API server received no request")
+    }
+
+    /// Sends one chunk on the open `/watch` stream.
+    pub async fn send_watch_event(&self, event: &str) {
+        let tx = self.watch_tx.lock().unwrap().clone().expect("no watch open");
+        tx.send(Bytes::from(event.to_string())).await.unwrap();
+    }
+
+    /// Ends the open `/watch` stream.
+    pub fn end_watch(&self) {
+        self.watch_tx.lock().unwrap().take();
+    }
+}
+
+fn status(code: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = code;
+    response
+}
+
+async fn route(
+    path: &str,
+    parts: http::request::Parts,
+    body: Bytes,
+    upgrade: hyper::upgrade::OnUpgrade,
+    watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>>,
+) -> Response<Body> {
+    match path {
+        "/watch" => {
+            let (tx, rx) = mpsc::channel::<Bytes>(1);
+            *watch_tx.lock().unwrap() = Some(tx);
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|chunk| (Ok::<_, super::http::BoxError>(Frame::data(chunk)), rx))
+            });
+            let mut response = Response::new(StreamBody::new(stream).boxed());
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        }
+        "/echo-body" => Response::new(full(body)),
+        "/big" => {
+            // 64 MiB in 64 KiB chunks, generated on the fly.
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::iter(
+                (0..1024).map(move |_| Ok::<_, super::http::BoxError>(Frame::data(chunk.clone()))),
+            );
+            Response::new(StreamBody::new(stream).boxed())
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            status(StatusCode::OK, "late")
+        }
+        "/redirect" => {
+            let mut response = status(StatusCode::FOUND, "");
+            response
+                .headers_mut()
+                .insert("location", "https://127.0.0.1:1/elsewhere".parse().unwrap());
+            response
+        }
+        "/forbidden" => {
+            let mut response = status(
+                StatusCode::FORBIDDEN,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods is forbidden","reason":"Forbidden","code":403}"#,
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        }
+        "/upgrade-echo" if parts.headers.get("upgrade").is_some() => {
+            tokio::spawn(async move {
+                if let Ok(io) = upgrade.await {
+                    let mut io = TokioIo::new(io);
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = io.shutdown().await;
+                }
+            });
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let upgrade_to = parts.headers.get("upgrade").cloned().unwrap();
+            response.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+            response.headers_mut().insert("upgrade", upgrade_to);
+            response
+                .headers_mut()
+                .insert("x-stream-protocol-version", "v4.channel.k8s.io".parse().unwrap());
+            response
+        }
+        "/upgrade-refused" => status(StatusCode::BAD_REQUEST, "upgrade refused"),
+        _ => {
+            let mut response = status(
+                StatusCode::OK,
+                &serde_json::json!({"kind": "ConfigMap", "path": path}).to_string(),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        }
+    }
+}
