@@ -340,14 +340,20 @@ fn api_server_audit_log_shows_proxy_and_impersonated_user() {
         .run(&["get", "configmap", &probe, "-n", "team-a"])
         .fails_with("NotFound");
 
-    // The audit backend writes asynchronously to the request; wait for the line.
+    // The audit backend writes asynchronously to the request; wait for the line. Only the
+    // ResponseComplete stage knows the impersonated user (RequestReceived is logged before the
+    // API server's impersonation filter runs).
     let deadline = Instant::now() + EVENTUALLY;
     let event = loop {
         let log = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
         let found = log
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|e| e["objectRef"]["name"] == probe.as_str() && e["verb"] == "get");
+            .find(|e| {
+                e["objectRef"]["name"] == probe.as_str()
+                    && e["verb"] == "get"
+                    && e["stage"] == "ResponseComplete"
+            });
         if let Some(event) = found {
             break event;
         }
