@@ -18,7 +18,10 @@ const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -61,7 +64,9 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
             .ok()
     });
     match (authenticator, upstream, certificates, tls) {
-        (Some(authenticator), Some(upstream), Some(certificates), Some(tls)) if errors.is_empty() => {
+        (Some(authenticator), Some(upstream), Some(certificates), Some(tls))
+            if errors.is_empty() =>
+        {
             Ok(Parts {
                 config,
                 authenticator: Arc::new(authenticator),
@@ -81,7 +86,10 @@ async fn run(flags: Flags) -> ExitCode {
             for error in &errors {
                 eprintln!("error: {error}");
             }
-            eprintln!("kube-oidc-proxy: {} configuration error(s); not starting", errors.len());
+            eprintln!(
+                "kube-oidc-proxy: {} configuration error(s); not starting",
+                errors.len()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -117,7 +125,11 @@ async fn run(flags: Flags) -> ExitCode {
     let readiness = Arc::new(probe::Readiness::new(authenticator.clone()));
     let refresh = tokio::spawn(authenticator.issuer().clone().run_refresh_loop());
     let cert_watch = tokio::spawn(certificates.watch(CERT_POLL_INTERVAL));
-    let probe_task = tokio::spawn(probe::serve_probes(probes, readiness.clone(), stop_rx.clone()));
+    let probe_task = tokio::spawn(probe::serve_probes(
+        probes,
+        readiness.clone(),
+        stop_rx.clone(),
+    ));
     let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()));
     tracing::info!(
         address = %secure_address,

@@ -468,3 +468,715 @@ fn invalid_type(claim: &str, expected: &'static str) -> ClaimError {
         expected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://issuer.example";
+    /// A fixed "now" for every test: 2033-05-18T03:33:20Z.
+    const NOW: i64 = 2_000_000_000;
+
+    fn at(seconds: i64) -> SystemTime {
+        unix_time("test", seconds).unwrap()
+    }
+
+    fn rules() -> ValidationRules {
+        ValidationRules {
+            issuer: ISSUER.to_owned(),
+            audiences: vec!["my-client".to_owned()],
+        }
+    }
+
+    /// Valid standard claims plus `extra`, which may override them (`null` deletes).
+    fn claims_with(extra: Value) -> Claims {
+        let mut claims = json!({
+            "iss": ISSUER,
+            "aud": "my-client",
+            "sub": "1234",
+            "exp": NOW + 3600,
+            "iat": NOW - 60,
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        for (name, value) in extra.as_object().unwrap() {
+            claims.insert(name.clone(), value.clone());
+        }
+        claims
+    }
+
+    fn without(mut claims: Claims, name: &str) -> Claims {
+        claims.remove(name);
+        claims
+    }
+
+    fn validate(claims: &Claims) -> Result<Expiry, ClaimError> {
+        validate_standard(claims, &rules(), at(NOW))
+    }
+
+    fn type_error(claim: &str, expected: &'static str) -> ClaimError {
+        invalid_type(claim, expected)
+    }
+
+    const NUMERIC: &str = "a number or numeric string";
+
+    #[test]
+    fn parse_claims_needs_a_json_object() {
+        assert_eq!(
+            parse_claims(br#"{"sub":"a","sub":"b"}"#).unwrap()["sub"],
+            json!("b"),
+            "last duplicate wins, as in Go"
+        );
+        assert_eq!(parse_claims(b"[1]"), Err(ClaimError::NotAnObject));
+        assert_eq!(parse_claims(b"\"x\""), Err(ClaimError::NotAnObject));
+        assert_eq!(parse_claims(b"{\"sub\":"), Err(ClaimError::InvalidJson));
+        assert_eq!(parse_claims(b""), Err(ClaimError::InvalidJson));
+        assert_eq!(
+            parse_claims(b"{\"a\":\"\xff\"}"),
+            Err(ClaimError::InvalidJson)
+        );
+    }
+
+    #[test]
+    fn valid_claims_return_the_expiry() {
+        assert_eq!(validate(&claims_with(json!({}))), Ok(at(NOW + 3600)));
+    }
+
+    #[test]
+    fn expiry_has_no_leeway_and_exp_equal_to_now_passes() {
+        let claims = claims_with(json!({ "exp": NOW }));
+        assert_eq!(validate(&claims), Ok(at(NOW)));
+        assert_eq!(
+            validate_standard(&claims, &rules(), at(NOW) + Duration::from_millis(1)),
+            Err(ClaimError::Expired { exp: NOW })
+        );
+        assert_eq!(
+            validate(&claims_with(json!({ "exp": NOW - 1 }))),
+            Err(ClaimError::Expired { exp: NOW - 1 })
+        );
+    }
+
+    #[test]
+    fn exp_is_required() {
+        assert_eq!(
+            validate(&without(claims_with(json!({})), "exp")),
+            Err(missing("exp"))
+        );
+    }
+
+    #[test]
+    fn numeric_dates_accept_numbers_numeric_strings_and_truncate_fractions() {
+        assert_eq!(
+            validate(&claims_with(json!({ "exp": (NOW + 10).to_string() }))),
+            Ok(at(NOW + 10))
+        );
+        assert_eq!(
+            validate(&claims_with(json!({ "exp": NOW as f64 + 0.9 }))),
+            Ok(at(NOW))
+        );
+        assert_eq!(
+            validate(&claims_with(json!({ "exp": "2.0000001e9" }))),
+            Ok(at(2_000_000_100))
+        );
+        // Truncated, so a fraction past `now` does not keep the token alive.
+        assert_eq!(
+            validate_standard(
+                &claims_with(json!({ "exp": NOW as f64 + 0.9 })),
+                &rules(),
+                at(NOW) + Duration::from_millis(500)
+            ),
+            Err(ClaimError::Expired { exp: NOW })
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_numeric_dates_are_refused() {
+        for bad in [
+            json!("soon"),
+            json!(" 2000000000"),
+            json!("0x77359400"),
+            json!(""),
+            json!(true),
+            json!([NOW]),
+            json!({}),
+            json!(null),
+            json!(1e300),
+        ] {
+            for claim in ["exp", "iat"] {
+                assert_eq!(
+                    validate(&claims_with(json!({ claim: bad }))),
+                    Err(type_error(claim, NUMERIC)),
+                    "{claim}: {bad}"
+                );
+            }
+        }
+        assert_eq!(
+            validate(&claims_with(json!({ "nbf": "now" }))),
+            Err(type_error("nbf", NUMERIC))
+        );
+    }
+
+    #[test]
+    fn iat_is_parsed_but_never_checked() {
+        assert!(validate(&claims_with(json!({ "iat": NOW + 86_400 }))).is_ok());
+        assert!(validate(&without(claims_with(json!({})), "iat")).is_ok());
+    }
+
+    #[test]
+    fn nbf_has_a_one_minute_leeway() {
+        assert!(validate(&claims_with(json!({ "nbf": NOW + 60 }))).is_ok());
+        assert!(validate(&claims_with(json!({ "nbf": NOW + 30 }))).is_ok());
+        assert!(validate(&claims_with(json!({ "nbf": null }))).is_ok());
+        assert_eq!(
+            validate(&claims_with(json!({ "nbf": NOW + 61 }))),
+            Err(ClaimError::NotYetValid { nbf: NOW + 61 })
+        );
+    }
+
+    #[test]
+    fn the_issuer_must_match_exactly() {
+        for other in [
+            json!("https://issuer.example/"),
+            json!("https://evil.example"),
+            json!(null),
+        ] {
+            assert_eq!(
+                validate(&claims_with(json!({ "iss": other }))),
+                Err(ClaimError::IssuerMismatch {
+                    expected: ISSUER.to_owned()
+                }),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            validate(&without(claims_with(json!({})), "iss")),
+            Err(ClaimError::IssuerMismatch {
+                expected: ISSUER.to_owned()
+            })
+        );
+        assert_eq!(
+            validate(&claims_with(json!({ "iss": 1 }))),
+            Err(type_error("iss", "a string"))
+        );
+    }
+
+    #[test]
+    fn google_issuer_without_scheme_is_coalesced() {
+        let google = ValidationRules {
+            issuer: "https://accounts.google.com".to_owned(),
+            audiences: vec!["my-client".to_owned()],
+        };
+        let claims = claims_with(json!({ "iss": "accounts.google.com" }));
+        assert!(validate_standard(&claims, &google, at(NOW)).is_ok());
+        // Only for Google: another scheme-less issuer stays as it is.
+        let other = ValidationRules {
+            issuer: "https://issuer.example".to_owned(),
+            ..google
+        };
+        let claims = claims_with(json!({ "iss": "issuer.example" }));
+        assert!(validate_standard(&claims, &other, at(NOW)).is_err());
+    }
+
+    #[test]
+    fn audience_is_a_string_or_array_and_any_configured_audience_matches() {
+        let two_audiences = ValidationRules {
+            audiences: vec!["random-client".to_owned(), "my-client".to_owned()],
+            ..rules()
+        };
+        let ok = |aud: Value, rules: &ValidationRules| {
+            validate_standard(&claims_with(json!({ "aud": aud })), rules, at(NOW)).is_ok()
+        };
+        assert!(ok(json!("my-client"), &rules()));
+        assert!(ok(json!(["not-my-client", "my-client"]), &rules()));
+        assert!(ok(json!(["random-client"]), &two_audiences));
+        assert!(!ok(json!("not-my-client"), &rules()));
+        assert!(!ok(json!(["not-my-client"]), &two_audiences));
+        assert!(!ok(json!([]), &rules()));
+        assert!(!ok(json!(null), &rules()));
+        assert!(!ok(json!("My-Client"), &rules()));
+
+        assert_eq!(
+            validate(&claims_with(json!({ "aud": "x" }))),
+            Err(ClaimError::AudienceMismatch {
+                expected: vec!["my-client".to_owned()]
+            })
+        );
+        assert_eq!(
+            validate(&without(claims_with(json!({})), "aud")),
+            Err(ClaimError::AudienceMismatch {
+                expected: vec!["my-client".to_owned()]
+            })
+        );
+        let no_audiences = ValidationRules {
+            audiences: vec![],
+            ..rules()
+        };
+        assert!(!ok(json!("my-client"), &no_audiences));
+    }
+
+    #[test]
+    fn wrongly_typed_audiences_are_refused() {
+        for bad in [
+            json!(1),
+            json!(["my-client", 1]),
+            json!({ "my-client": true }),
+        ] {
+            assert_eq!(
+                validate(&claims_with(json!({ "aud": bad }))),
+                Err(type_error("aud", "a string or an array of strings")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrongly_typed_string_claims_go_oidc_reads_are_refused() {
+        for claim in ["sub", "nonce", "at_hash"] {
+            assert_eq!(
+                validate(&claims_with(json!({ claim: 7 }))),
+                Err(type_error(claim, "a string"))
+            );
+            assert!(validate(&claims_with(json!({ claim: null }))).is_ok());
+        }
+    }
+
+    #[test]
+    fn checks_run_in_go_oidc_order() {
+        // Type errors come first, then distributed-claim names, issuer, audience, expiry.
+        let everything_wrong = claims_with(json!({
+            "iss": "https://evil.example",
+            "aud": "x",
+            "exp": NOW - 1,
+            "_claim_names": { "groups": "src1" },
+        }));
+        assert_eq!(
+            validate(&everything_wrong),
+            Err(ClaimError::ClaimSourceMissing {
+                claim: "groups".to_owned()
+            })
+        );
+        let no_claim_names = without(everything_wrong.clone(), "_claim_names");
+        assert!(matches!(
+            validate(&no_claim_names),
+            Err(ClaimError::IssuerMismatch { .. })
+        ));
+        let mut right_issuer = no_claim_names;
+        right_issuer.insert("iss".to_owned(), json!(ISSUER));
+        assert!(matches!(
+            validate(&right_issuer),
+            Err(ClaimError::AudienceMismatch { .. })
+        ));
+        let mut typed_wrong = everything_wrong;
+        typed_wrong.insert("iat".to_owned(), json!("yesterday"));
+        assert_eq!(validate(&typed_wrong), Err(type_error("iat", NUMERIC)));
+    }
+
+    #[test]
+    fn distributed_claim_names_must_name_existing_sources() {
+        let sources =
+            json!({ "src1": { "endpoint": "https://groups.example", "access_token": "t" } });
+        let ok = claims_with(json!({
+            "_claim_names": { "groups": "src1" },
+            "_claim_sources": sources,
+        }));
+        assert!(validate(&ok).is_ok());
+        let aggregated = claims_with(json!({
+            "_claim_names": { "groups": "src1" },
+            "_claim_sources": { "src1": { "JWT": "some.jwt.token" } },
+        }));
+        assert!(validate(&aggregated).is_ok());
+
+        let missing_source = ClaimError::ClaimSourceMissing {
+            claim: "groups".to_owned(),
+        };
+        for names in [json!({ "groups": "nonexistent" }), json!({ "groups": "" })] {
+            let claims = claims_with(json!({ "_claim_names": names, "_claim_sources": sources }));
+            assert_eq!(validate(&claims), Err(missing_source.clone()), "{names}");
+        }
+        let names_only = claims_with(json!({ "_claim_names": { "groups": "src1" } }));
+        assert_eq!(validate(&names_only), Err(missing_source));
+
+        let bad_names = claims_with(json!({ "_claim_names": ["groups"] }));
+        assert_eq!(
+            validate(&bad_names),
+            Err(type_error("_claim_names", "an object of strings"))
+        );
+        let bad_name_value = claims_with(json!({
+            "_claim_names": { "groups": 1 },
+            "_claim_sources": sources,
+        }));
+        assert_eq!(
+            validate(&bad_name_value),
+            Err(type_error("_claim_names", "a string"))
+        );
+        for bad_sources in [
+            json!("src1"),
+            json!({ "src1": "x" }),
+            json!({ "src1": { "endpoint": 1 } }),
+        ] {
+            let claims = claims_with(json!({ "_claim_sources": bad_sources }));
+            assert_eq!(
+                validate(&claims),
+                Err(type_error("_claim_sources", "an object of objects")),
+                "{bad_sources}"
+            );
+        }
+    }
+
+    fn mappings(username_claim: &str, prefix: &str) -> ClaimMappings {
+        ClaimMappings {
+            username: PrefixedClaim {
+                claim: username_claim.to_owned(),
+                prefix: prefix.to_owned(),
+            },
+            groups: None,
+            uid: None,
+        }
+    }
+
+    fn with_groups(prefix: &str) -> ClaimMappings {
+        ClaimMappings {
+            groups: Some(PrefixedClaim {
+                claim: "groups".to_owned(),
+                prefix: prefix.to_owned(),
+            }),
+            ..mappings("username", "")
+        }
+    }
+
+    fn map(claims: Value, mappings: &ClaimMappings) -> Result<UserInfo, ClaimError> {
+        map_user(&claims_with(claims), mappings, &[])
+    }
+
+    fn user(username: &str) -> UserInfo {
+        UserInfo {
+            username: username.to_owned(),
+            ..UserInfo::default()
+        }
+    }
+
+    #[test]
+    fn username_comes_from_the_claim_with_its_prefix() {
+        assert_eq!(
+            map(json!({ "username": "jane" }), &mappings("username", "")),
+            Ok(user("jane"))
+        );
+        assert_eq!(
+            map(
+                json!({ "username": "jane" }),
+                &mappings("username", "oidc:")
+            ),
+            Ok(user("oidc:jane"))
+        );
+        assert_eq!(
+            map(json!({}), &mappings("sub", "https://issuer.example#")),
+            Ok(user("https://issuer.example#1234"))
+        );
+    }
+
+    #[test]
+    fn username_must_be_present_and_a_string() {
+        assert_eq!(
+            map(json!({}), &mappings("username", "p:")),
+            Err(missing("username"))
+        );
+        for bad in [json!(42), json!(["jane"]), json!(true)] {
+            assert_eq!(
+                map(json!({ "username": bad }), &mappings("username", "")),
+                Err(type_error("username", "a string"))
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_username_is_refused_unlike_kube() {
+        // kube-apiserver accepts these (its test "empty username is allowed via claim"); a proxy
+        // must not, or the request would run as the proxy itself.
+        for empty in [json!(""), json!(null)] {
+            assert_eq!(
+                map(json!({ "username": empty }), &mappings("username", "")),
+                Err(ClaimError::EmptyUsername)
+            );
+        }
+        // With a prefix the mapped name is not empty.
+        assert_eq!(
+            map(json!({ "username": "" }), &mappings("username", "oidc:")),
+            Ok(user("oidc:"))
+        );
+    }
+
+    #[test]
+    fn email_verified_is_checked_only_for_the_email_claim() {
+        let email = mappings("email", "");
+        let jane = "jane@example.com";
+        assert_eq!(map(json!({ "email": jane }), &email), Ok(user(jane)));
+        assert_eq!(
+            map(json!({ "email": jane, "email_verified": true }), &email),
+            Ok(user(jane))
+        );
+        assert_eq!(
+            map(json!({ "email": jane, "email_verified": false }), &email),
+            Err(ClaimError::EmailNotVerified)
+        );
+        assert_eq!(
+            map(json!({ "email": jane, "email_verified": null }), &email),
+            Err(ClaimError::EmailNotVerified)
+        );
+        assert_eq!(
+            map(json!({ "email": jane, "email_verified": "false" }), &email),
+            Err(type_error("email_verified", "a boolean"))
+        );
+        assert_eq!(
+            map(json!({ "email": jane, "email_verified": "true" }), &email),
+            Err(type_error("email_verified", "a boolean"))
+        );
+        // Another username claim ignores email_verified entirely.
+        assert_eq!(
+            map(
+                json!({ "username": "jane", "email_verified": false }),
+                &mappings("username", "")
+            ),
+            Ok(user("jane"))
+        );
+    }
+
+    #[test]
+    fn groups_are_a_string_or_an_array_of_strings_with_the_prefix() {
+        let groups =
+            |claims: Value, prefix: &str| map(claims, &with_groups(prefix)).map(|user| user.groups);
+        let jane = |groups: Value| json!({ "username": "jane", "groups": groups });
+        assert_eq!(
+            groups(jane(json!(["team1", "team2"])), ""),
+            Ok(vec!["team1".into(), "team2".into()])
+        );
+        assert_eq!(groups(jane(json!("team1")), ""), Ok(vec!["team1".into()]));
+        assert_eq!(
+            groups(jane(json!(["team1", "team2"])), "groups:"),
+            Ok(vec!["groups:team1".into(), "groups:team2".into()])
+        );
+        assert_eq!(
+            groups(jane(json!(["", "a"])), ""),
+            Ok(vec![String::new(), "a".into()])
+        );
+        assert_eq!(groups(jane(json!(null)), "groups:"), Ok(vec![]));
+        assert_eq!(groups(jane(json!([])), "groups:"), Ok(vec![]));
+        assert_eq!(groups(json!({ "username": "jane" }), "groups:"), Ok(vec![]));
+
+        let expected = "a string or an array of strings";
+        for bad in [
+            json!(42),
+            json!(["team1", 42]),
+            json!(["team1", null]),
+            json!({ "a": 1 }),
+            json!(true),
+        ] {
+            assert_eq!(
+                groups(jane(bad.clone()), ""),
+                Err(type_error("groups", expected)),
+                "{bad}"
+            );
+        }
+        // Without a groups mapping the claim is not read at all.
+        assert_eq!(
+            map(jane(json!(42)), &mappings("username", "")).map(|user| user.groups),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn uid_claim_must_be_present_and_a_string() {
+        let uid = ClaimMappings {
+            uid: Some("uid".to_owned()),
+            ..mappings("username", "")
+        };
+        assert_eq!(
+            map(json!({ "username": "jane", "uid": "1234" }), &uid).map(|user| user.uid),
+            Ok(Some("1234".to_owned()))
+        );
+        assert_eq!(
+            map(json!({ "username": "jane" }), &uid),
+            Err(missing("uid"))
+        );
+        assert_eq!(
+            map(json!({ "username": "jane", "uid": 1234 }), &uid),
+            Err(type_error("uid", "a string"))
+        );
+        for empty in [json!(""), json!(null)] {
+            assert_eq!(
+                map(json!({ "username": "jane", "uid": empty }), &uid).map(|user| user.uid),
+                Ok(None)
+            );
+        }
+    }
+
+    #[test]
+    fn a_string_jti_becomes_the_credential_id_extra() {
+        let extra = |jti: Value| {
+            map(
+                json!({ "username": "jane", "jti": jti }),
+                &mappings("username", ""),
+            )
+            .map(|user| user.extra)
+        };
+        assert_eq!(
+            extra(json!("ea28ed49")),
+            Ok(BTreeMap::from([(
+                "authentication.kubernetes.io/credential-id".to_owned(),
+                vec!["JTI=ea28ed49".to_owned()]
+            )]))
+        );
+        for ignored in [json!(1234), json!(""), json!(null), json!(["a"])] {
+            assert_eq!(extra(ignored.clone()), Ok(BTreeMap::new()), "{ignored}");
+        }
+    }
+
+    #[test]
+    fn required_claims_must_be_present_strings_with_the_value() {
+        let required = [
+            RequiredClaim {
+                claim: "hd".to_owned(),
+                value: "example.com".to_owned(),
+            },
+            RequiredClaim {
+                claim: "sub".to_owned(),
+                value: "1234".to_owned(),
+            },
+        ];
+        let check =
+            |claims: Value| map_user(&claims_with(claims), &mappings("username", ""), &required);
+        assert_eq!(
+            check(json!({ "username": "jane", "hd": "example.com" })),
+            Ok(user("jane"))
+        );
+        assert_eq!(
+            check(json!({ "username": "jane" })),
+            Err(ClaimError::MissingRequiredClaim {
+                claim: "hd".to_owned()
+            })
+        );
+        assert_eq!(
+            check(json!({ "username": "jane", "hd": "example.org" })),
+            Err(ClaimError::RequiredClaimMismatch {
+                claim: "hd".to_owned()
+            })
+        );
+        assert_eq!(
+            check(json!({ "username": "jane", "hd": null })),
+            Err(ClaimError::RequiredClaimMismatch {
+                claim: "hd".to_owned()
+            })
+        );
+        assert_eq!(
+            check(json!({ "username": "jane", "hd": ["example.com"] })),
+            Err(type_error("hd", "a string"))
+        );
+        assert_eq!(
+            check(json!({ "username": "jane", "hd": "example.com", "sub": "4321" })),
+            Err(ClaimError::RequiredClaimMismatch {
+                claim: "sub".to_owned()
+            })
+        );
+        let empty_value = [RequiredClaim {
+            claim: "hd".to_owned(),
+            value: String::new(),
+        }];
+        assert_eq!(
+            map_user(
+                &claims_with(json!({ "username": "jane", "hd": null })),
+                &mappings("username", ""),
+                &empty_value
+            ),
+            Ok(user("jane"))
+        );
+    }
+
+    #[test]
+    fn mapping_errors_follow_kube_order() {
+        // username, then groups, then uid, then required claims, then the empty-username rule.
+        let all = ClaimMappings {
+            uid: Some("uid".to_owned()),
+            ..with_groups("")
+        };
+        let required = [RequiredClaim {
+            claim: "hd".to_owned(),
+            value: "example.com".to_owned(),
+        }];
+        let check = |claims: Value| map_user(&claims_with(claims), &all, &required);
+        assert_eq!(
+            check(json!({ "groups": 1, "uid": 1 })),
+            Err(missing("username"))
+        );
+        assert_eq!(
+            check(json!({ "username": "", "groups": 1, "uid": 1 })),
+            Err(type_error("groups", "a string or an array of strings"))
+        );
+        assert_eq!(check(json!({ "username": "" })), Err(missing("uid")));
+        assert_eq!(
+            check(json!({ "username": "", "uid": "u" })),
+            Err(ClaimError::MissingRequiredClaim {
+                claim: "hd".to_owned()
+            })
+        );
+        assert_eq!(
+            check(json!({ "username": "", "uid": "u", "hd": "example.com" })),
+            Err(ClaimError::EmptyUsername)
+        );
+    }
+
+    #[test]
+    fn a_full_mapping() {
+        let all = ClaimMappings {
+            uid: Some("oid".to_owned()),
+            ..with_groups("oidc:")
+        };
+        let claims = json!({
+            "username": "jane",
+            "groups": ["team1", "team2"],
+            "oid": "0a1b",
+            "jti": "id-1",
+        });
+        assert_eq!(
+            map(claims, &all),
+            Ok(UserInfo {
+                username: "jane".to_owned(),
+                uid: Some("0a1b".to_owned()),
+                groups: vec!["oidc:team1".to_owned(), "oidc:team2".to_owned()],
+                extra: BTreeMap::from([(
+                    CREDENTIAL_ID_EXTRA_KEY.to_owned(),
+                    vec!["JTI=id-1".to_owned()]
+                )]),
+            })
+        );
+    }
+
+    #[test]
+    fn claim_errors_never_contain_claim_values() {
+        let secret = "s3cr3t-value";
+        let errors = [
+            map(json!({ "username": [secret] }), &mappings("username", "")).unwrap_err(),
+            map(
+                json!({ "email": secret, "email_verified": secret }),
+                &mappings("email", ""),
+            )
+            .unwrap_err(),
+            validate(&claims_with(json!({ "iss": secret }))).unwrap_err(),
+            validate(&claims_with(json!({ "aud": secret }))).unwrap_err(),
+            validate(&claims_with(json!({ "exp": secret }))).unwrap_err(),
+            map_user(
+                &claims_with(json!({ "username": "jane", "hd": secret })),
+                &mappings("username", ""),
+                &[RequiredClaim {
+                    claim: "hd".to_owned(),
+                    value: "example.com".to_owned(),
+                }],
+            )
+            .unwrap_err(),
+        ];
+        for error in errors {
+            assert!(!error.to_string().contains(secret), "{error}");
+        }
+    }
+}

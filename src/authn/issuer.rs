@@ -101,7 +101,8 @@ pub struct Issuer {
     discovery_url: String,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     snapshot: ArcSwapOption<KeySnapshot>,
-    /// Single flight: one discovery+JWKS fetch at a time.
+    /// Single flight: one discovery+JWKS fetch at a time. Holds when the last *forced*
+    /// (unknown `kid`) refresh happened, for the rate limit.
     fetch_lock: Mutex<Option<Instant>>,
     last_error: ArcSwapOption<String>,
 }
@@ -205,7 +206,9 @@ impl Issuer {
             url: url.to_string(),
             reason,
         };
-        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| http_err(e.to_string()))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| http_err(e.to_string()))?;
         let request = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
@@ -272,12 +275,11 @@ impl Issuer {
 
     /// Fetches discovery and keys now (single flight). Keeps the old keys on failure.
     pub async fn refresh(&self) -> Result<(), IssuerError> {
-        let mut last_fetch = self.fetch_lock.lock().await;
-        self.refresh_locked(&mut last_fetch).await
+        let _single_flight = self.fetch_lock.lock().await;
+        self.refresh_locked().await
     }
 
-    async fn refresh_locked(&self, last_fetch: &mut Option<Instant>) -> Result<(), IssuerError> {
-        *last_fetch = Some(Instant::now());
+    async fn refresh_locked(&self) -> Result<(), IssuerError> {
         match self.fetch().await {
             Ok(snapshot) => {
                 tracing::info!(
@@ -301,19 +303,20 @@ impl Issuer {
     /// fetch is running (then waits for it) or one happened within
     /// [`MIN_FORCED_REFRESH_INTERVAL`]. Returns the keys to retry with, if they changed.
     pub async fn refresh_for_unknown_kid(&self, seen: &Arc<JwkSet>) -> Option<Arc<JwkSet>> {
-        let mut last_fetch = self.fetch_lock.lock().await;
+        let mut last_forced = self.fetch_lock.lock().await;
         // Someone else refreshed while we waited: use their result.
         if let Some(current) = self.keys() {
             if !Arc::ptr_eq(&current, seen) {
                 return Some(current);
             }
         }
-        if let Some(at) = *last_fetch {
+        if let Some(at) = *last_forced {
             if at.elapsed() < MIN_FORCED_REFRESH_INTERVAL {
                 return None;
             }
         }
-        self.refresh_locked(&mut last_fetch).await.ok()?;
+        *last_forced = Some(Instant::now());
+        self.refresh_locked().await.ok()?;
         self.keys().filter(|keys| !Arc::ptr_eq(keys, seen))
     }
 

@@ -3,8 +3,8 @@
 //! Like real JWKS consumers, one unusable key does not spoil the set: keys with an unknown `kty`
 //! or `crv`, a `use` other than `sig`, an unknown `alg` or one that does not fit the key, or
 //! malformed material are skipped (logged at debug level). Only a document that is not a JSON
-//! object with a `keys` array is an error. (go-jose v2, which kube-apiserver uses, fails the whole
-//! set on an unknown `kty`; skipping is what go-jose v3+ and most other libraries do.)
+//! object with a `keys` array is an error. (go-jose v2, as kube-apiserver uses it, refuses the
+//! whole set on an unknown `kty`; skipping per key keeps one odd key from locking out an issuer.)
 //!
 //! Each key is parsed once, when the set is loaded, into an `aws-lc-rs` public key per algorithm
 //! it may verify, so verification does no parsing.
@@ -93,7 +93,7 @@ impl JwkSet {
             if keys.len() == MAX_KEYS {
                 tracing::debug!(
                     ignored = entries.len() - index,
-                    "JWKS has more than {MAX_KEYS} usable keys; ignoring the rest"
+                    "JWKS reached {MAX_KEYS} usable keys; ignoring the remaining entries"
                 );
                 break;
             }
@@ -288,4 +288,239 @@ fn member(encoded: Option<&str>, missing: &'static str) -> Result<Vec<u8>, &'sta
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let first_non_zero = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     &bytes[first_non_zero..]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use base64::engine::general_purpose::URL_SAFE;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::authn::jws::testing::{b64, jwks, TestKey};
+    use crate::authn::jws::{decode, verify, JwsError, KUBERNETES_ALGORITHMS};
+
+    static RSA: LazyLock<TestKey> = LazyLock::new(|| TestKey::generate(Algorithm::RS256));
+
+    fn payload() -> Value {
+        json!({ "sub": "jane" })
+    }
+
+    fn verifies(keys: &JwkSet, key: &TestKey, alg: Algorithm, kid: Option<&str>) -> bool {
+        let token = key.token(alg, kid, &payload());
+        verify(&decode(&token).unwrap(), keys, &[alg]).is_ok()
+    }
+
+    /// Decodes a base64url member of a JWK object.
+    fn member_bytes(jwk: &Value, name: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn documents_that_are_not_key_sets_are_errors() {
+        assert!(matches!(
+            JwkSet::from_json(b"{\"keys\": ["),
+            Err(JwkError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            JwkSet::from_json(b"<html>"),
+            Err(JwkError::InvalidJson(_))
+        ));
+        for document in [
+            &b"[]"[..],
+            b"{}",
+            b"{\"keys\": {}}",
+            b"{\"keys\": null}",
+            b"\"keys\"",
+        ] {
+            assert_eq!(
+                JwkSet::from_json(document).unwrap_err(),
+                JwkError::NotAKeySet,
+                "{}",
+                String::from_utf8_lossy(document)
+            );
+        }
+        let empty = JwkSet::from_json(b"{\"keys\": []}").unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn every_key_type_loads_and_verifies() {
+        let ec256 = TestKey::generate(Algorithm::ES256);
+        let ec384 = TestKey::generate(Algorithm::ES384);
+        let ec521 = TestKey::generate(Algorithm::ES512);
+        let ed25519 = TestKey::generate(Algorithm::EdDSA);
+        let keys = JwkSet::from_json(&jwks(&[
+            RSA.public_jwk(Some("rsa")),
+            ec256.public_jwk(Some("p256")),
+            ec384.public_jwk(Some("p384")),
+            ec521.public_jwk(Some("p521")),
+            ed25519.public_jwk(Some("ed")),
+        ]))
+        .unwrap();
+        assert_eq!(keys.len(), 5);
+        assert!(verifies(&keys, &RSA, Algorithm::PS384, Some("rsa")));
+        assert!(verifies(&keys, &ec256, Algorithm::ES256, Some("p256")));
+        assert!(verifies(&keys, &ec384, Algorithm::ES384, Some("p384")));
+        assert!(verifies(&keys, &ec521, Algorithm::ES512, Some("p521")));
+        assert!(verifies(&keys, &ed25519, Algorithm::EdDSA, Some("ed")));
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_and_the_rest_still_work() {
+        let ec = TestKey::generate(Algorithm::ES256);
+        let good = ec.public_jwk(Some("good"));
+        let with = |changes: Value| {
+            let mut jwk = good.clone();
+            for (name, value) in changes.as_object().unwrap() {
+                jwk[name] = value.clone();
+            }
+            jwk
+        };
+        let x = member_bytes(&good, "x");
+        let rsa = RSA.public_jwk(Some("rsa"));
+        let unusable = [
+            (
+                "symmetric key",
+                json!({ "kty": "oct", "k": b64(b"secret"), "kid": "good" }),
+            ),
+            (
+                "no kty",
+                json!({ "crv": "P-256", "x": good["x"], "y": good["y"] }),
+            ),
+            ("unknown kty", with(json!({ "kty": "DSA" }))),
+            ("unknown curve", with(json!({ "crv": "secp256k1" }))),
+            ("curve of another size", with(json!({ "crv": "P-384" }))),
+            ("encryption key", with(json!({ "use": "enc" }))),
+            ("unknown alg", with(json!({ "alg": "ECDH-ES" }))),
+            ("alg of another curve", with(json!({ "alg": "ES384" }))),
+            ("RSA alg on an EC key", with(json!({ "alg": "RS256" }))),
+            ("short x", with(json!({ "x": b64(&x[1..]) }))),
+            (
+                "long x",
+                with(json!({ "x": b64(&[&[0][..], &x].concat()) })),
+            ),
+            ("x not base64url", with(json!({ "x": "+/+/" }))),
+            ("no y", with(json!({ "y": null }))),
+            ("not on the curve", with(json!({ "y": b64(&[1; 32]) }))),
+            ("kid not a string", with(json!({ "kid": 1 }))),
+            ("not an object", json!("key")),
+            (
+                "Ed448",
+                json!({ "kty": "OKP", "crv": "Ed448", "x": b64(&[1; 57]) }),
+            ),
+            (
+                "X25519",
+                json!({ "kty": "OKP", "crv": "X25519", "x": b64(&[9; 32]) }),
+            ),
+            (
+                "short Ed25519",
+                json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&[9; 31]) }),
+            ),
+            ("RSA without n", json!({ "kty": "RSA", "e": rsa["e"] })),
+            ("RSA without e", json!({ "kty": "RSA", "n": rsa["n"] })),
+            (
+                "RSA zero e",
+                json!({ "kty": "RSA", "n": rsa["n"], "e": b64(&[0]) }),
+            ),
+            (
+                "EC alg on an RSA key",
+                json!({ "kty": "RSA", "n": rsa["n"], "e": rsa["e"], "alg": "ES256" }),
+            ),
+        ];
+        for (reason, bad) in unusable {
+            let keys = JwkSet::from_json(&jwks(&[bad, good.clone()])).unwrap();
+            assert_eq!(keys.len(), 1, "{reason}");
+            assert!(
+                verifies(&keys, &ec, Algorithm::ES256, Some("good")),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn use_sig_and_a_fitting_alg_are_accepted() {
+        let ec = TestKey::generate(Algorithm::ES512);
+        let mut jwk = ec.public_jwk(Some("k"));
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!("ES512");
+        let keys = JwkSet::from_json(&jwks(&[jwk])).unwrap();
+        assert!(verifies(&keys, &ec, Algorithm::ES512, Some("k")));
+    }
+
+    #[test]
+    fn rsa_components_with_leading_zeros_or_padding_are_accepted() {
+        let jwk = RSA.public_jwk(Some("rsa"));
+        let n = member_bytes(&jwk, "n");
+        let e = member_bytes(&jwk, "e");
+        let sloppy = json!({
+            "kty": "RSA",
+            "kid": "rsa",
+            "n": b64(&[&[0, 0][..], &n].concat()),
+            "e": URL_SAFE.encode([&[0][..], &e].concat()),
+        });
+        assert!(sloppy["e"].as_str().unwrap().ends_with('='));
+        let keys = JwkSet::from_json(&jwks(&[sloppy])).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(verifies(&keys, &RSA, Algorithm::RS256, Some("rsa")));
+    }
+
+    #[test]
+    fn rsa_keys_below_2048_bits_are_skipped() {
+        // A 2047-bit modulus: one bit short. The key material need not be a real key to be
+        // refused on size.
+        let jwk = RSA.public_jwk(None);
+        let e = jwk["e"].clone();
+        let mut short_n = vec![0xff; 256];
+        short_n[0] = 0x7f;
+        let short = json!({ "kty": "RSA", "n": b64(&short_n), "e": e });
+        let mut full_n = short_n.clone();
+        full_n[0] = 0x80;
+        let full = json!({ "kty": "RSA", "n": b64(&full_n), "e": e });
+        assert_eq!(JwkSet::from_json(&jwks(&[short])).unwrap().len(), 0);
+        assert_eq!(JwkSet::from_json(&jwks(&[full])).unwrap().len(), 1);
+        let oversized = json!({ "kty": "RSA", "n": b64(&[0xff; 1025]), "e": e });
+        assert_eq!(JwkSet::from_json(&jwks(&[oversized])).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn at_most_max_keys_are_kept() {
+        let ec = TestKey::generate(Algorithm::ES256);
+        let public = ec.public_jwk(None);
+        let entries: Vec<Value> = (0..=MAX_KEYS)
+            .map(|i| {
+                let mut jwk = public.clone();
+                jwk["kid"] = json!(format!("k{i}"));
+                jwk
+            })
+            .collect();
+        let keys = JwkSet::from_json(&jwks(&entries)).unwrap();
+        assert_eq!(keys.len(), MAX_KEYS);
+        let last_kept = format!("k{}", MAX_KEYS - 1);
+        assert!(verifies(&keys, &ec, Algorithm::ES256, Some(&last_kept)));
+        let ignored = ec.token(Algorithm::ES256, Some(&format!("k{MAX_KEYS}")), &payload());
+        assert_eq!(
+            verify(&decode(&ignored).unwrap(), &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn skipped_entries_do_not_count_towards_the_bound() {
+        let ec = TestKey::generate(Algorithm::ES256);
+        let mut entries = vec![json!({ "kty": "oct", "k": "c2VjcmV0" }); MAX_KEYS];
+        entries.push(ec.public_jwk(Some("real")));
+        let keys = JwkSet::from_json(&jwks(&entries)).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(verifies(&keys, &ec, Algorithm::ES256, Some("real")));
+    }
+
+    #[test]
+    fn debug_output_lists_kids_and_algorithms_only() {
+        let mut jwk = RSA.public_jwk(Some("rsa"));
+        jwk["alg"] = json!("PS256");
+        let keys = JwkSet::from_json(&jwks(&[jwk])).unwrap();
+        assert_eq!(format!("{keys:?}"), r#"[(Some("rsa"), ["PS256"])]"#);
+    }
 }

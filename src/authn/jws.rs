@@ -13,7 +13,7 @@
 //!   `x5c` and `jwk` headers are ignored, and any `crit` header is refused;
 //! * a key is only used with an algorithm that fits its type and curve, and with the JWK's own
 //!   `alg` when it names one (go-oidc does not check the JWK `alg`);
-//! * RSA keys must be 2048..=8192 bits (aws-lc-rs' `*_2048_8192_*` parameters; Go accepts smaller
+//! * RSA keys must be 2048..=8192 bits (aws-lc-rs' `*_2048_8192_*` parameters; Go accepts 1024-bit
 //!   keys) and RSA-PSS salts must be as long as the hash (RFC 7518 §3.5; go-jose also accepts other
 //!   salt lengths).
 //!
@@ -195,13 +195,22 @@ pub struct JwsHeader {
 }
 
 /// A decoded, not yet verified, compact JWS. Build it with [`decode`]; the fields are private so
-/// that the signing input always belongs to the header and payload it was decoded with.
-#[derive(Debug, Clone)]
+/// that the signing input always belongs to the header and payload it was decoded with. Its
+/// `Debug` output shows the header only: the rest is the credential.
+#[derive(Clone)]
 pub struct Jws {
     header: JwsHeader,
     payload: Vec<u8>,
     signing_input: String,
     signature: Vec<u8>,
+}
+
+impl fmt::Debug for Jws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jws")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Jws {
@@ -495,5 +504,562 @@ pub mod testing {
     /// A JWKS document `{"keys": [...]}` as bytes.
     pub fn jwks(keys: &[Value]) -> Vec<u8> {
         json!({ "keys": keys }).to_string().into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE};
+    use serde_json::{json, Value};
+
+    use super::testing::{b64, jwks, TestKey};
+    use super::*;
+
+    /// RSA key generation is slow; every test shares one RSA key.
+    static RSA: LazyLock<TestKey> = LazyLock::new(|| TestKey::generate(Algorithm::RS256));
+
+    const ALL_ALGORITHMS: [Algorithm; 10] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::ES512,
+        Algorithm::EdDSA,
+    ];
+
+    fn claims() -> Value {
+        json!({ "iss": "https://issuer.example", "sub": "jane", "exp": 2_000_000_000 })
+    }
+
+    fn key_set(keys: &[Value]) -> JwkSet {
+        JwkSet::from_json(&jwks(keys)).expect("valid JWKS")
+    }
+
+    fn rsa_set() -> JwkSet {
+        key_set(&[RSA.public_jwk(Some("rsa"))])
+    }
+
+    fn check(token: &str, keys: &JwkSet, allowed: &[Algorithm]) -> Result<(), JwsError> {
+        verify(&decode(token)?, keys, allowed)
+    }
+
+    /// Replaces part `index` (0 header, 1 payload, 2 signature) of a compact token.
+    fn replace_part(token: &str, index: usize, part: &str) -> String {
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[index] = part;
+        parts.join(".")
+    }
+
+    /// A key for `alg`: the shared RSA key for RS*/PS*, otherwise a fresh one kept in `fresh`.
+    fn key_for(alg: Algorithm, fresh: &mut Option<TestKey>) -> &TestKey {
+        if alg.as_str().starts_with(['R', 'P']) {
+            &RSA
+        } else {
+            fresh.insert(TestKey::generate(alg))
+        }
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_verifies() {
+        for alg in ALL_ALGORITHMS {
+            let mut fresh = None;
+            let key = key_for(alg, &mut fresh);
+            let keys = key_set(&[key.public_jwk(Some("k1"))]);
+            let token = key.token(alg, Some("k1"), &claims());
+
+            let jws = decode(&token).unwrap();
+            assert_eq!(jws.header().alg, alg.as_str());
+            assert_eq!(jws.header().kid.as_deref(), Some("k1"));
+            assert_eq!(jws.payload(), claims().to_string().as_bytes());
+            assert_eq!(verify(&jws, &keys, &[alg]), Ok(()), "{alg}");
+        }
+    }
+
+    #[test]
+    fn a_changed_payload_or_signature_fails_for_every_algorithm() {
+        for alg in ALL_ALGORITHMS {
+            let mut fresh = None;
+            let key = key_for(alg, &mut fresh);
+            let keys = key_set(&[key.public_jwk(Some("k1"))]);
+            let token = key.token(alg, Some("k1"), &claims());
+
+            let forged_claims = json!({ "iss": "https://issuer.example", "sub": "admin" });
+            let forged = replace_part(&token, 1, &b64(forged_claims.to_string().as_bytes()));
+            assert_eq!(
+                check(&forged, &keys, &[alg]),
+                Err(JwsError::BadSignature),
+                "{alg}"
+            );
+
+            let mut signature = decode(&token).unwrap().signature;
+            signature[0] ^= 1;
+            let flipped = replace_part(&token, 2, &b64(&signature));
+            assert_eq!(
+                check(&flipped, &keys, &[alg]),
+                Err(JwsError::BadSignature),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signature_by_another_key_with_the_same_kid_fails() {
+        let issuer_key = TestKey::generate(Algorithm::ES256);
+        let attacker_key = TestKey::generate(Algorithm::ES256);
+        let keys = key_set(&[issuer_key.public_jwk(Some("k1"))]);
+        let token = attacker_key.token(Algorithm::ES256, Some("k1"), &claims());
+        assert_eq!(
+            check(&token, &keys, &[Algorithm::ES256]),
+            Err(JwsError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_asn1_der_ecdsa_signature_is_refused() {
+        // JWS ECDSA signatures are fixed-width r || s (RFC 7518 §3.4), never DER.
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        let der_key = TestKey::Ec(Algorithm::ES256, pair);
+        let keys = key_set(&[der_key.public_jwk(Some("k1"))]);
+        let token = der_key.token(Algorithm::ES256, Some("k1"), &claims());
+        assert_eq!(
+            check(&token, &keys, &[Algorithm::ES256]),
+            Err(JwsError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn alg_none_is_never_allowed() {
+        let header = b64(br#"{"alg":"none","kid":"rsa"}"#);
+        let payload = b64(claims().to_string().as_bytes());
+        let token = format!("{header}.{payload}.");
+        assert_eq!(
+            check(&token, &rsa_set(), &ALL_ALGORITHMS),
+            Err(JwsError::AlgorithmNotAllowed("none".into()))
+        );
+    }
+
+    #[test]
+    fn hmac_with_the_rsa_public_key_as_secret_is_never_allowed() {
+        // The classic key-confusion forgery: HS256 keyed with the issuer's public key bytes.
+        let TestKey::Rsa(pair) = &*RSA else {
+            unreachable!()
+        };
+        let secret =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, pair.public_key().as_ref());
+        let signing_input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","kid":"rsa"}"#),
+            b64(claims().to_string().as_bytes())
+        );
+        let tag = aws_lc_rs::hmac::sign(&secret, signing_input.as_bytes());
+        let token = format!("{signing_input}.{}", b64(tag.as_ref()));
+        assert_eq!(
+            check(&token, &rsa_set(), &ALL_ALGORITHMS),
+            Err(JwsError::AlgorithmNotAllowed("HS256".into()))
+        );
+    }
+
+    #[test]
+    fn an_algorithm_outside_the_allow_list_is_refused_even_with_a_valid_signature() {
+        let token = RSA.token(Algorithm::PS256, Some("rsa"), &claims());
+        assert_eq!(
+            check(&token, &rsa_set(), &[Algorithm::RS256]),
+            Err(JwsError::AlgorithmNotAllowed("PS256".into()))
+        );
+        let eddsa_key = TestKey::generate(Algorithm::EdDSA);
+        let keys = key_set(&[eddsa_key.public_jwk(None)]);
+        let token = eddsa_key.token(Algorithm::EdDSA, None, &claims());
+        assert_eq!(
+            check(&token, &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::AlgorithmNotAllowed("EdDSA".into()))
+        );
+    }
+
+    #[test]
+    fn an_unknown_kid_has_no_matching_key() {
+        let token = RSA.token(Algorithm::RS256, Some("rotated"), &claims());
+        assert_eq!(
+            check(&token, &rsa_set(), &[Algorithm::RS256]),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn a_kid_naming_a_key_of_another_type_has_no_matching_key() {
+        let ec_key = TestKey::generate(Algorithm::ES256);
+        let keys = key_set(&[RSA.public_jwk(Some("rsa")), ec_key.public_jwk(Some("ec"))]);
+
+        let rsa_signed = RSA.token(Algorithm::RS256, Some("ec"), &claims());
+        assert_eq!(
+            check(&rsa_signed, &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+        let ec_signed = ec_key.token(Algorithm::ES256, Some("rsa"), &claims());
+        assert_eq!(
+            check(&ec_signed, &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn an_ec_key_only_verifies_the_algorithm_of_its_curve() {
+        let p384_key = TestKey::generate(Algorithm::ES384);
+        let keys = key_set(&[p384_key.public_jwk(Some("ec"))]);
+        // Header claims ES256 for a P-384 key: the key does not fit, so it is not even tried.
+        let header = json!({ "alg": "ES256", "kid": "ec" });
+        let token = p384_key.sign_json(Algorithm::ES384, &header, &claims());
+        assert_eq!(
+            check(&token, &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn a_jwk_alg_binds_the_key_to_that_algorithm() {
+        let mut jwk = RSA.public_jwk(Some("rsa"));
+        jwk["alg"] = json!("RS256");
+        let keys = key_set(&[jwk]);
+
+        let rs256 = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        assert_eq!(check(&rs256, &keys, &KUBERNETES_ALGORITHMS), Ok(()));
+        let ps256 = RSA.token(Algorithm::PS256, Some("rsa"), &claims());
+        assert_eq!(
+            check(&ps256, &keys, &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn a_token_without_kid_or_with_an_empty_kid_tries_every_key() {
+        let other = TestKey::generate(Algorithm::ES256);
+        let signer = TestKey::generate(Algorithm::ES256);
+        let keys = key_set(&[other.public_jwk(Some("a")), signer.public_jwk(Some("b"))]);
+
+        let no_kid = signer.token(Algorithm::ES256, None, &claims());
+        assert_eq!(check(&no_kid, &keys, &[Algorithm::ES256]), Ok(()));
+        let empty_kid = signer.token(Algorithm::ES256, Some(""), &claims());
+        assert_eq!(check(&empty_kid, &keys, &[Algorithm::ES256]), Ok(()));
+        let null_kid = signer.sign_json(
+            Algorithm::ES256,
+            &json!({ "alg": "ES256", "kid": null }),
+            &claims(),
+        );
+        assert_eq!(check(&null_kid, &keys, &[Algorithm::ES256]), Ok(()));
+
+        let stranger = TestKey::generate(Algorithm::ES256);
+        let unsigned_by_any = stranger.token(Algorithm::ES256, None, &claims());
+        assert_eq!(
+            check(&unsigned_by_any, &keys, &[Algorithm::ES256]),
+            Err(JwsError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_key_without_kid_does_not_match_a_token_with_kid() {
+        let keys = key_set(&[RSA.public_jwk(None)]);
+        let token = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        assert_eq!(
+            check(&token, &keys, &[Algorithm::RS256]),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn keys_embedded_in_the_header_are_never_used() {
+        // An attacker signs with their own key and offers it through `jwk`, `jku`, `x5u` and
+        // `x5c`; only the issuer's JWKS counts.
+        let attacker = TestKey::generate(Algorithm::ES256);
+        let header = json!({
+            "alg": "ES256",
+            "jwk": attacker.public_jwk(None),
+            "jku": "https://attacker.example/jwks",
+            "x5u": "https://attacker.example/cert",
+            "x5c": ["MIIB"],
+        });
+        let token = attacker.sign_json(Algorithm::ES256, &header, &claims());
+        let issuer_key = TestKey::generate(Algorithm::ES256);
+        let keys = key_set(&[issuer_key.public_jwk(Some("k1"))]);
+        assert_eq!(
+            check(&token, &keys, &[Algorithm::ES256]),
+            Err(JwsError::BadSignature)
+        );
+        assert_eq!(
+            check(&token, &rsa_set(), &KUBERNETES_ALGORITHMS),
+            Err(JwsError::NoMatchingKey)
+        );
+    }
+
+    #[test]
+    fn a_crit_header_is_refused() {
+        let header = json!({ "alg": "RS256", "kid": "rsa", "crit": ["exp"], "exp": 1 });
+        let token = RSA.sign_json(Algorithm::RS256, &header, &claims());
+        assert_eq!(decode(&token).unwrap_err(), JwsError::CriticalHeader);
+        let b64_extension = json!({ "alg": "RS256", "crit": ["b64"], "b64": true });
+        let token = RSA.sign_json(Algorithm::RS256, &b64_extension, &claims());
+        assert_eq!(decode(&token).unwrap_err(), JwsError::CriticalHeader);
+    }
+
+    #[test]
+    fn padded_or_standard_alphabet_base64_is_refused() {
+        let token = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        assert_eq!(check(&token, &rsa_set(), &[Algorithm::RS256]), Ok(()));
+
+        // 2 bytes → 3 characters + one '=' when padded.
+        let padded = URL_SAFE.encode([0x7b, 0x7d]);
+        assert!(padded.ends_with('='));
+        assert_eq!(
+            decode(&replace_part(&token, 1, &padded)).unwrap_err(),
+            JwsError::InvalidBase64(Segment::Payload)
+        );
+        // 0xfb 0xff encodes as "-_8" in base64url and "+/8" in standard base64.
+        let standard = STANDARD_NO_PAD.encode([0xfb, 0xff]);
+        assert_eq!(standard, "+/8");
+        assert_eq!(
+            decode(&replace_part(&token, 1, &standard)).unwrap_err(),
+            JwsError::InvalidBase64(Segment::Payload)
+        );
+        let padded_header = URL_SAFE.encode(br#"{"alg":"RS256"}1"#);
+        assert!(padded_header.ends_with('='));
+        assert_eq!(
+            decode(&replace_part(&token, 0, &padded_header)).unwrap_err(),
+            JwsError::InvalidBase64(Segment::Header)
+        );
+        let signature = decode(&token).unwrap().signature;
+        let standard_signature = base64::engine::general_purpose::STANDARD.encode(&signature);
+        assert_eq!(
+            decode(&replace_part(&token, 2, &standard_signature)).unwrap_err(),
+            JwsError::InvalidBase64(Segment::Signature)
+        );
+        // Non-zero trailing bits ("AB" would also read as the single byte 0x00) are refused.
+        assert_eq!(
+            decode(&replace_part(&token, 1, "AB")).unwrap_err(),
+            JwsError::InvalidBase64(Segment::Payload)
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        let cases: [(&[u8], JwsError); 6] = [
+            (b"{\"alg\":\"RS256\"", JwsError::InvalidHeader),
+            (b"[\"RS256\"]", JwsError::InvalidHeader),
+            (b"", JwsError::InvalidHeader),
+            (br#"{"alg":"RS256","kid":7}"#, JwsError::InvalidHeader),
+            (br#"{"kid":"rsa"}"#, JwsError::MissingAlgorithm),
+            (br#"{"alg":256}"#, JwsError::MissingAlgorithm),
+        ];
+        for (header, expected) in cases {
+            let token = RSA.sign_raw(Algorithm::RS256, header, claims().to_string().as_bytes());
+            assert_eq!(decode(&token).unwrap_err(), expected, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn only_three_part_compact_tokens_decode() {
+        let token = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        assert_eq!(
+            decode(&format!("{token}.")).unwrap_err(),
+            JwsError::NotCompact
+        );
+        assert_eq!(
+            decode(&format!("{token}.{}", b64(b"x"))).unwrap_err(),
+            JwsError::NotCompact
+        );
+        let (two_parts, _) = token.rsplit_once('.').unwrap();
+        assert_eq!(decode(two_parts).unwrap_err(), JwsError::NotCompact);
+        assert_eq!(decode("").unwrap_err(), JwsError::NotCompact);
+
+        // The JWS JSON serialization (RFC 7515 §7.2) of the same token.
+        let [header, payload, signature]: [&str; 3] =
+            token.split('.').collect::<Vec<_>>().try_into().unwrap();
+        let json_serialized = json!({
+            "payload": payload,
+            "protected": header,
+            "signature": signature,
+        })
+        .to_string();
+        assert_eq!(decode(&json_serialized).unwrap_err(), JwsError::NotCompact);
+    }
+
+    #[test]
+    fn oversize_tokens_are_refused_before_decoding() {
+        // A token of exactly the limit decodes...
+        let key = TestKey::generate(Algorithm::ES256);
+        let keys = key_set(&[key.public_jwk(None)]);
+        let token_with = |typ_len: usize, filler_len: usize| {
+            let header = json!({ "alg": "ES256", "typ": "J".repeat(typ_len) }).to_string();
+            let payload = json!({ "f": "a".repeat(filler_len) }).to_string();
+            key.sign_raw(Algorithm::ES256, header.as_bytes(), payload.as_bytes())
+        };
+        // Unpadded base64 cannot reach every length, so the header's length varies too.
+        let exact = (1..4)
+            .flat_map(|typ_len| {
+                let estimate = (MAX_TOKEN_BYTES - token_with(typ_len, 0).len()) * 3 / 4;
+                (estimate - 3..estimate + 3).map(move |filler_len| (typ_len, filler_len))
+            })
+            .map(|(typ_len, filler_len)| token_with(typ_len, filler_len))
+            .find(|token| token.len() == MAX_TOKEN_BYTES)
+            .expect("some header and filler length give exactly the limit");
+        assert_eq!(check(&exact, &keys, &[Algorithm::ES256]), Ok(()));
+
+        // ...one byte more does not, even though it is otherwise a valid token.
+        let longer = format!("{exact}A");
+        assert_eq!(decode(&longer).unwrap_err(), JwsError::TokenTooLarge);
+        // Checked first: garbage of that size is "too large", not "not compact".
+        assert_eq!(
+            decode(&"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err(),
+            JwsError::TokenTooLarge
+        );
+    }
+
+    #[test]
+    fn algorithm_names_parse_exactly() {
+        for alg in ALL_ALGORITHMS {
+            assert_eq!(alg.as_str().parse::<Algorithm>(), Ok(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
+        }
+        for name in [
+            "none", "HS256", "HS384", "HS512", "rs256", "RS256 ", "ES256K", "Ed25519", "",
+        ] {
+            assert_eq!(
+                name.parse::<Algorithm>(),
+                Err(UnsupportedAlgorithm(name.to_owned()))
+            );
+        }
+        assert_eq!(
+            UnsupportedAlgorithm("HS256".into()).to_string(),
+            "unsupported signing algorithm \"HS256\""
+        );
+        assert!(!KUBERNETES_ALGORITHMS.contains(&Algorithm::EdDSA));
+        assert_eq!(KUBERNETES_ALGORITHMS.len(), ALL_ALGORITHMS.len() - 1);
+    }
+
+    #[test]
+    fn a_long_header_alg_is_cut_in_the_error() {
+        let alg = "X".repeat(1000);
+        let header = json!({ "alg": alg });
+        let token = RSA.sign_json(Algorithm::RS256, &header, &claims());
+        assert_eq!(
+            check(&token, &rsa_set(), &ALL_ALGORITHMS),
+            Err(JwsError::AlgorithmNotAllowed(
+                "X".repeat(MAX_REPORTED_ALG_CHARS)
+            ))
+        );
+    }
+
+    #[test]
+    fn error_messages_never_contain_the_token() {
+        let token = RSA.token(Algorithm::PS512, Some("rsa"), &claims());
+        let [header, payload, signature]: [&str; 3] =
+            token.split('.').collect::<Vec<_>>().try_into().unwrap();
+        let errors = [
+            check(&token, &rsa_set(), &[Algorithm::RS256]).unwrap_err(),
+            check(&token, &key_set(&[]), &ALL_ALGORITHMS).unwrap_err(),
+            check(
+                &replace_part(&token, 2, &b64(b"bad")),
+                &rsa_set(),
+                &ALL_ALGORITHMS,
+            )
+            .unwrap_err(),
+            decode(&replace_part(&token, 1, "+")).unwrap_err(),
+            decode(&format!("{token}.")).unwrap_err(),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            for part in [header, payload, signature] {
+                assert!(!message.contains(part), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_the_header_but_not_the_credential() {
+        let token = RSA.token(Algorithm::RS256, Some("rsa"), &claims());
+        let debug = format!("{:?}", decode(&token).unwrap());
+        assert!(debug.contains("RS256") && debug.contains("rsa"), "{debug}");
+        let [_, payload, signature]: [&str; 3] =
+            token.split('.').collect::<Vec<_>>().try_into().unwrap();
+        assert!(!debug.contains(payload) && !debug.contains(signature));
+        // Neither as text nor as the bytes of `{"`.
+        assert!(
+            !debug.contains("jane") && !debug.contains("123, 34"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn unverified_issuer_reads_iss_without_verifying() {
+        let token = RSA.token(Algorithm::RS256, None, &claims());
+        assert_eq!(
+            unverified_issuer(&token).as_deref(),
+            Some("https://issuer.example")
+        );
+        // The signature is not looked at.
+        let unsigned = replace_part(&token, 2, "");
+        assert_eq!(
+            unverified_issuer(&unsigned).as_deref(),
+            Some("https://issuer.example")
+        );
+    }
+
+    #[test]
+    fn unverified_issuer_coalesces_google_only() {
+        let google = RSA.token(
+            Algorithm::RS256,
+            None,
+            &json!({ "iss": "accounts.google.com" }),
+        );
+        assert_eq!(
+            unverified_issuer(&google).as_deref(),
+            Some("https://accounts.google.com")
+        );
+        let other = RSA.token(Algorithm::RS256, None, &json!({ "iss": "issuer.example" }));
+        assert_eq!(unverified_issuer(&other).as_deref(), Some("issuer.example"));
+    }
+
+    #[test]
+    fn unverified_issuer_skips_what_kube_skips() {
+        let token = RSA.token(Algorithm::RS256, None, &claims());
+        let with_payload = |payload: &str| replace_part(&token, 1, payload);
+        let standard_alphabet =
+            STANDARD_NO_PAD.encode("{\"iss\":\"https://issuer.example/\u{3ff}\"}".as_bytes());
+        assert!(standard_alphabet.contains(['+', '/']));
+        let skipped = [
+            format!(
+                " {{\"payload\":\"{}\"}}",
+                b64(claims().to_string().as_bytes())
+            ),
+            format!("{token}.x"),
+            token.rsplit_once('.').unwrap().0.to_owned(),
+            with_payload(&URL_SAFE.encode(br#"{"iss":"https://issuer.example"}"#)),
+            with_payload(&standard_alphabet),
+            with_payload(&b64(b"[\"https://issuer.example\"]")),
+            with_payload(&b64(br#"{"iss":42}"#)),
+            with_payload(&b64(br#"{"sub":"jane"}"#)),
+            with_payload(&b64(br#"{"iss":"https://issuer.example""#)),
+            with_payload(&b64(br#"{"ISS":"https://issuer.example"}"#)),
+        ];
+        for token in skipped {
+            assert_eq!(unverified_issuer(&token), None, "{token}");
+        }
+    }
+
+    #[test]
+    fn unverified_issuer_takes_the_last_duplicate_iss() {
+        let token = RSA.sign_raw(
+            Algorithm::RS256,
+            br#"{"alg":"RS256"}"#,
+            br#"{"iss":"https://first.example","iss":"https://last.example"}"#,
+        );
+        assert_eq!(
+            unverified_issuer(&token).as_deref(),
+            Some("https://last.example")
+        );
     }
 }

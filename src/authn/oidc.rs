@@ -110,7 +110,11 @@ impl JwtAuthenticator {
     }
 
     /// Authenticates a bearer token at `now`.
-    pub async fn authenticate(&self, token: &str, now: SystemTime) -> Result<Arc<UserInfo>, AuthError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Arc<UserInfo>, AuthError> {
         let key = token_key(token);
         if let Some(hit) = self.cache.get(&key) {
             if now <= hit.valid_until {

@@ -21,7 +21,12 @@ pub struct Flags {
     // ---- Kube-OIDC-Proxy ----
     /// Port of the plain-HTTP probe listener (/ready, /live, /readyz, /healthz). Must differ
     /// from --secure-port.
-    #[arg(short = 'P', long, default_value_t = 8080, help_heading = "Kube-OIDC-Proxy")]
+    #[arg(
+        short = 'P',
+        long,
+        default_value_t = 8080,
+        help_heading = "Kube-OIDC-Proxy"
+    )]
     pub readiness_probe_port: u16,
 
     /// Accepted for compatibility with the Go proxy and ignored: responses are always flushed
@@ -70,7 +75,12 @@ pub struct Flags {
 
     /// Comma-separated JOSE signing algorithms accepted: RS256/384/512, PS256/384/512,
     /// ES256/384/512, and EdDSA only when named. `none` and HMAC are never accepted.
-    #[arg(long, value_delimiter = ',', default_value = "RS256", help_heading = "OIDC")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "RS256",
+        help_heading = "OIDC"
+    )]
     pub oidc_signing_algs: Vec<String>,
 
     /// A key=value pair that must be present, with that exact string value, in every token.

@@ -227,7 +227,10 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
     for pair in &flags.oidc_required_claim {
         match pair.split_once('=') {
             Some((claim, value)) if !claim.is_empty() => {
-                if required_claims.iter().any(|r: &RequiredClaim| r.claim == claim) {
+                if required_claims
+                    .iter()
+                    .any(|r: &RequiredClaim| r.claim == claim)
+                {
                     errors.push(format!(
                         "--oidc-required-claim: claim {claim:?} given more than once"
                     ));
@@ -295,9 +298,7 @@ fn upstream_config(flags: &Flags, errors: &mut Vec<String>) -> UpstreamConfig {
         }
     }
     if flags.client_certificate.is_some() != flags.client_key.is_some() {
-        errors.push(
-            "--client-certificate and --client-key: must be given together".into(),
-        );
+        errors.push("--client-certificate and --client-key: must be given together".into());
     }
     if let Some(server) = &flags.server {
         if !matches!(url_scheme(server).as_deref(), Some("https") | Some("http")) {
@@ -368,7 +369,10 @@ mod tests {
             "--log-format",
             "--readiness-probe-port: must differ",
         ] {
-            assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
         }
     }
 
@@ -390,15 +394,17 @@ mod tests {
     #[test]
     fn username_prefix_dash_means_none_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("c");
-        std::fs::write(&cert, "x").unwrap();
-        let cert = cert.to_str().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, pair.cert.pem()).unwrap();
+        std::fs::write(&key_path, pair.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
         let flags = parse(&[
             "--oidc-issuer-url=https://issuer.example",
             "--oidc-client-id=kube",
             "--oidc-username-prefix=-",
             &format!("--tls-cert-file={cert}"),
-            &format!("--tls-private-key-file={cert}"),
+            &format!("--tls-private-key-file={key}"),
             "--oidc-required-claim=hd=example.com",
         ]);
         let config = Config::from_flags(&flags).unwrap();

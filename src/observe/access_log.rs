@@ -99,7 +99,12 @@ fn render_user(user: &UserInfo, with_uid: bool) -> String {
             extras
         )
     } else {
-        format!("{} / {} / {}", escape(&user.username), groups.join("|"), extras)
+        format!(
+            "{} / {} / {}",
+            escape(&user.username),
+            groups.join("|"),
+            extras
+        )
     }
 }
 
@@ -161,7 +166,13 @@ mod tests {
             ..UserInfo::default()
         };
         assert_eq!(
-            success_line(at(), &source, "/api/v1/namespaces/openunison/pods?limit=500", &user, None),
+            success_line(
+                at(),
+                &source,
+                "/api/v1/namespaces/openunison/pods?limit=500",
+                &user,
+                None
+            ),
             "[2021-11-25T01:05:17+0000] AuSuccess src:[10.42.0.5 / 10.42.1.3] \
              URI:/api/v1/namespaces/openunison/pods?limit=500 \
              inbound:[mlbadmin1 / system:masters|system:authenticated / ]"
@@ -179,7 +190,10 @@ mod tests {
         };
         let line = success_line(at(), &source, "/x", &user, Some(&user));
         assert!(line.contains("src:[::1 / ]"), "{line}");
-        assert!(line.ends_with("inbound:[a /  / k=v1|v2 ] outbound:[a /  / 7 / k=v1|v2 ]"), "{line}");
+        assert!(
+            line.ends_with("inbound:[a /  / k=v1|v2 ] outbound:[a /  / 7 / k=v1|v2 ]"),
+            "{line}"
+        );
     }
 
     #[test]

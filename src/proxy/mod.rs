@@ -108,9 +108,15 @@ impl Proxy {
         if values.next().is_some() {
             return Err("more than one Authorization header".into());
         }
-        let value = value.to_str().map_err(|_| "Authorization header is not text")?;
+        let value = value
+            .to_str()
+            .map_err(|_| "Authorization header is not text")?;
         let token = bearer_token(value).ok_or("Authorization header is not a bearer token")?;
-        match self.authenticator.authenticate(token, SystemTime::now()).await {
+        match self
+            .authenticator
+            .authenticate(token, SystemTime::now())
+            .await
+        {
             Ok(user) => Ok(user),
             Err(AuthError::NotReady(issuer)) => {
                 tracing::warn!(%issuer, "token refused: issuer keys not loaded yet");
@@ -131,7 +137,9 @@ impl Proxy {
             && headers::is_upgrade_request(request.headers());
         let target = match self.upstream.target(&context.uri) {
             Ok(uri) => uri,
-            Err(e) => return status_response(Status::bad_request(format!("invalid request URI: {e}"))),
+            Err(e) => {
+                return status_response(Status::bad_request(format!("invalid request URI: {e}")))
+            }
         };
         let mut request = request;
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -195,5 +203,9 @@ fn upstream_error_response(error: UpstreamError, uri: &str) -> Response<Body> {
 
 /// 404 for paths the probe listener does not serve, shared by the listeners.
 pub fn not_found() -> Response<Body> {
-    status_response(Status::failure(StatusCode::NOT_FOUND, "NotFound", "not found"))
+    status_response(Status::failure(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "not found",
+    ))
 }

@@ -100,7 +100,8 @@ pub async fn serve_secure(
                 let proxy = proxy.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

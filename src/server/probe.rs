@@ -18,9 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::stopped;
 use crate::authn::issuer::IssuerHealth;
 use crate::authn::oidc::JwtAuthenticator;
-use super::stopped;
 
 /// What readiness depends on.
 pub struct Readiness {
@@ -76,7 +76,10 @@ pub fn respond<B>(readiness: &Readiness, request: &Request<B>) -> Response<Full<
     match request.uri().path() {
         "/ready" | "/readyz" => match readiness.check() {
             Ok(()) => text(StatusCode::OK, "ok\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/live" | "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

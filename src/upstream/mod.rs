@@ -107,14 +107,17 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
 /// Builds kube's client configuration from the flags.
 pub async fn kube_config(overrides: &ClientOverrides) -> Result<kube::Config, UpstreamConfigError> {
     if overrides.is_empty() {
-        return kube::Config::incluster().map_err(|e| UpstreamConfigError::InCluster(e.to_string()));
+        return kube::Config::incluster()
+            .map_err(|e| UpstreamConfigError::InCluster(e.to_string()));
     }
     let options = KubeConfigOptions {
         context: overrides.context.clone(),
@@ -143,13 +146,16 @@ pub async fn kube_config(overrides: &ClientOverrides) -> Result<kube::Config, Up
         })?)
     };
     if let Some(server) = &overrides.server {
-        config.cluster_url = server
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| UpstreamConfigError::Server(format!("{server:?}: {e}")))?;
+        config.cluster_url = server.parse().map_err(|e: http::uri::InvalidUri| {
+            UpstreamConfigError::Server(format!("{server:?}: {e}"))
+        })?;
     }
     if let Some(path) = &overrides.certificate_authority {
         let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>())
+            .and_then(|iter| {
+                iter.map(|c| c.map(|c| c.to_vec()))
+                    .collect::<Result<_, _>>()
+            })
             .map_err(|e| UpstreamConfigError::CertificateAuthority {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -198,11 +204,13 @@ fn build_service(
         .with_tls_config(tls)
         .https_or_http();
     let builder = match &config.tls_server_name {
-        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-            name.clone()
-                .try_into()
-                .map_err(|e: rustls_pki_types::InvalidDnsNameError| client_err(&e))?,
-        )),
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                name.clone()
+                    .try_into()
+                    .map_err(|e: rustls_pki_types::InvalidDnsNameError| client_err(&e))?,
+            ))
+        }
         None => builder,
     };
     let connector = if http2 {
@@ -227,7 +235,10 @@ fn build_service(
 
 impl Upstream {
     /// Builds the two pools from kube's configuration.
-    pub fn new(config: &kube::Config, request_timeout: Option<Duration>) -> Result<Self, UpstreamConfigError> {
+    pub fn new(
+        config: &kube::Config,
+        request_timeout: Option<Duration>,
+    ) -> Result<Self, UpstreamConfigError> {
         Ok(Self {
             base: config.cluster_url.clone(),
             service: build_service(config, true, true)?,

@@ -53,7 +53,10 @@ impl FakeApiServer {
                     let body = if is_upgrade {
                         Bytes::new()
                     } else {
-                        body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()
+                        body.collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default()
                     };
                     recorded.lock().unwrap().push(Recorded {
                         method: parts.method.clone(),
@@ -66,11 +69,7 @@ impl FakeApiServer {
                 })
             })
         };
-        let address = serve(
-            Some(server_config(&leaf, &[b"h2", b"http/1.1"])),
-            handler,
-        )
-        .await;
+        let address = serve(Some(server_config(&leaf, &[b"h2", b"http/1.1"])), handler).await;
         Self {
             url: format!("https://127.0.0.1:{}", address.port()),
             address,
@@ -84,12 +83,19 @@ impl FakeApiServer {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests().pop().expect("the fake API server received no request")
+        self.requests()
+            .pop()
+            .expect("the fake API server received no request")
     }
 
     /// Sends one chunk on the open `/watch` stream.
     pub async fn send_watch_event(&self, event: &str) {
-        let tx = self.watch_tx.lock().unwrap().clone().expect("no watch open");
+        let tx = self
+            .watch_tx
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("no watch open");
         tx.send(Bytes::from(event.to_string())).await.unwrap();
     }
 
@@ -178,11 +184,14 @@ async fn route(
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             let upgrade_to = parts.headers.get("upgrade").cloned().unwrap();
-            response.headers_mut().insert("connection", "Upgrade".parse().unwrap());
-            response.headers_mut().insert("upgrade", upgrade_to);
             response
                 .headers_mut()
-                .insert("x-stream-protocol-version", "v4.channel.k8s.io".parse().unwrap());
+                .insert("connection", "Upgrade".parse().unwrap());
+            response.headers_mut().insert("upgrade", upgrade_to);
+            response.headers_mut().insert(
+                "x-stream-protocol-version",
+                "v4.channel.k8s.io".parse().unwrap(),
+            );
             response
         }
         "/upgrade-refused" => status(StatusCode::BAD_REQUEST, "upgrade refused"),

@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
-pub type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|e| match e {}).boxed()
@@ -37,7 +38,9 @@ pub async fn serve(tls: Option<rustls::ServerConfig>, handler: Handler) -> Socke
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -71,9 +74,8 @@ pub fn client(
     ca: &super::pki::TestCa,
     http2: bool,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
-    let alpn: &[&[u8]] = if http2 { &[b"h2"] } else { &[b"http/1.1"] };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(ca.client_config(alpn))
+        .with_tls_config(ca.client_config(&[]))
         .https_only();
     let connector = if http2 {
         connector.enable_http2().build()

@@ -90,7 +90,8 @@ impl TestIssuer {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let mut claims = json!({"iss": self.url, "aud": aud, "exp": now + 3600, "iat": now, "sub": "subject-1"});
+        let mut claims =
+            json!({"iss": self.url, "aud": aud, "exp": now + 3600, "iat": now, "sub": "subject-1"});
         if let Value::Object(extra) = extra {
             for (k, v) in extra {
                 claims[k] = v;

@@ -24,7 +24,9 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "test-ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test-ca");
         let cert = params.self_signed(&key).unwrap();
         let cert_pem = cert.pem();
         let dir = tempfile::tempdir().unwrap();
@@ -69,7 +71,9 @@ impl TestCa {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap())
+            .add(
+                rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap(),
+            )
             .unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

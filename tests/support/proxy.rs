@@ -82,28 +82,31 @@ impl ProxyProcess {
     }
 
     /// Starts the proxy and waits until `/ready` answers 200.
-    pub async fn start(ca: &TestCa, issuer_url: &str, upstream_url: &str, extra: &[String]) -> Self {
+    pub async fn start(
+        ca: &TestCa,
+        issuer_url: &str,
+        upstream_url: &str,
+        extra: &[String],
+    ) -> Self {
         let mut proxy = Self::spawn(ca, issuer_url, upstream_url, extra);
         proxy.wait_ready().await;
         proxy
     }
 
     pub async fn probe(&self, path: &str) -> Option<(u16, String)> {
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build_http::<super::http::Body>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<super::http::Body>();
         let uri = format!("http://127.0.0.1:{}{path}", self.probe_port);
         let response = client
-            .request(
-                http::Request::get(uri)
-                    .body(super::http::empty())
-                    .unwrap(),
-            )
+            .request(http::Request::get(uri).body(super::http::empty()).unwrap())
             .await
             .ok()?;
         let (parts, body) = super::http::body_bytes(response).await;
-        Some((parts.status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
+        Some((
+            parts.status.as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
     }
 
     pub async fn wait_ready(&mut self) {

@@ -1,0 +1,514 @@
+//! In-process integration tests: the real proxy binary between a test OIDC issuer and a fake
+//! API server that records exactly what reaches it.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use support::apiserver::FakeApiServer;
+use support::http::{body_bytes, client, empty, full};
+use support::issuer::TestIssuer;
+use support::jwt::{Alg, TestKey};
+use support::pki::TestCa;
+use support::proxy::ProxyProcess;
+
+struct Setup {
+    ca: TestCa,
+    issuer: TestIssuer,
+    api: FakeApiServer,
+    proxy: ProxyProcess,
+}
+
+async fn setup(extra: &[&str]) -> Setup {
+    let ca = TestCa::new();
+    let issuer = TestIssuer::start(&ca).await;
+    let api = FakeApiServer::start(&ca).await;
+    let mut args: Vec<String> = vec!["--oidc-groups-claim=groups".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let proxy = ProxyProcess::start(&ca, &issuer.url, &api.url, &args).await;
+    Setup {
+        ca,
+        issuer,
+        api,
+        proxy,
+    }
+}
+
+impl Setup {
+    fn alice(&self) -> String {
+        self.issuer.token(
+            &self
+                .issuer
+                .claims("kube", json!({"sub": "alice", "groups": ["dev", "ops"]})),
+        )
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (http::response::Parts, Bytes) {
+        let mut request = Request::get(format!("{}{path}", self.proxy.url));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client(&self.ca, false)
+            .request(request.body(empty()).unwrap())
+            .await
+            .unwrap();
+        body_bytes(response).await
+    }
+}
+
+fn status_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a Status JSON body")
+}
+
+#[tokio::test]
+async fn forwards_with_exact_impersonation_headers_and_proxy_credentials() {
+    let s = setup(&[]).await;
+    let token = s.alice();
+    let request = Request::post(format!(
+        "{}/api/v1/namespaces/default/configmaps?fieldManager=kubectl&dryRun=All",
+        s.proxy.url
+    ))
+    .header("authorization", format!("Bearer {token}"))
+    .header("content-type", "application/json")
+    // The Director-ordering trick: the client names the proxy's own headers as hop-by-hop.
+    .header(
+        "connection",
+        "Authorization, Impersonate-User, Impersonate-Group",
+    )
+    .header("x-remote-user", "system:admin")
+    .header("x-forwarded-for", "203.0.113.9")
+    .body(full(r#"{"kind":"ConfigMap"}"#))
+    .unwrap();
+    let response = client(&s.ca, false).request(request).await.unwrap();
+    let (parts, _) = body_bytes(response).await;
+    assert_eq!(parts.status, StatusCode::OK);
+
+    let seen = s.api.last();
+    assert_eq!(seen.method, http::Method::POST);
+    assert!(
+        seen.uri
+            .ends_with("/api/v1/namespaces/default/configmaps?fieldManager=kubectl&dryRun=All"),
+        "{}",
+        seen.uri
+    );
+    assert_eq!(seen.body, Bytes::from_static(br#"{"kind":"ConfigMap"}"#));
+    let h = &seen.headers;
+    assert_eq!(h["authorization"], "Bearer proxy-service-account-token");
+    assert_eq!(h.get_all("authorization").iter().count(), 1);
+    assert_eq!(h["impersonate-user"], "alice");
+    let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
+    assert_eq!(groups, vec!["dev", "ops", "system:authenticated"]);
+    assert!(h.get("impersonate-uid").is_none());
+    assert!(h.get("x-remote-user").is_none());
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert!(
+        !h.values().any(|v| v.as_bytes() == token.as_bytes()),
+        "client token leaked upstream"
+    );
+
+    let log = s.proxy.stdout().join("\n");
+    assert!(
+        log.contains("AuSuccess src:[127.0.0.1 / 203.0.113.9] URI:/api/v1/namespaces/default/configmaps?fieldManager=kubectl&dryRun=All inbound:[alice / dev|ops / ]"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn client_impersonation_headers_are_refused_in_any_case() {
+    let s = setup(&[]).await;
+    for header in [
+        "Impersonate-User",
+        "IMPERSONATE-GROUP",
+        "impersonate-uid",
+        "Impersonate-Extra-Scopes",
+    ] {
+        let request = Request::get(format!("{}/api/v1/pods", s.proxy.url))
+            .header("authorization", format!("Bearer {}", s.alice()))
+            .header(header, "system:masters")
+            .body(empty())
+            .unwrap();
+        let (parts, body) = body_bytes(client(&s.ca, false).request(request).await.unwrap()).await;
+        assert_eq!(parts.status, StatusCode::FORBIDDEN, "{header}");
+        let status = status_json(&body);
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["reason"], "Forbidden");
+    }
+    assert!(
+        s.api.requests().is_empty(),
+        "a refused request reached the API server"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_status_and_never_reach_the_api_server() {
+    let s = setup(&[]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let other_key = TestKey::generate(Alg::RS256);
+    let good = s.alice();
+    let mut tampered = good.clone();
+    tampered.pop();
+    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("garbage", Some("not-a-jwt".into())),
+        ("tampered signature", Some(tampered)),
+        (
+            "expired",
+            Some(
+                s.issuer
+                    .token(&s.issuer.claims("kube", json!({"exp": now - 10}))),
+            ),
+        ),
+        (
+            "wrong audience",
+            Some(s.issuer.token(&s.issuer.claims("someone-else", json!({})))),
+        ),
+        (
+            "unknown key",
+            Some(other_key.token(
+                Alg::RS256,
+                Some("key-1"),
+                &s.issuer.claims("kube", json!({})),
+            )),
+        ),
+        (
+            "other issuer",
+            Some(
+                s.issuer.token(
+                    &s.issuer
+                        .claims("kube", json!({"iss": "https://evil.example"})),
+                ),
+            ),
+        ),
+        (
+            "alg none",
+            Some(format!(
+                "{}.{}.",
+                support::jwt::b64(br#"{"alg":"none"}"#),
+                support::jwt::b64(s.issuer.claims("kube", json!({})).to_string().as_bytes())
+            )),
+        ),
+        (
+            "empty username",
+            Some(s.issuer.token(&s.issuer.claims("kube", json!({"sub": ""})))),
+        ),
+        (
+            "groups of the wrong type",
+            Some(
+                s.issuer
+                    .token(&s.issuer.claims("kube", json!({"groups": 42}))),
+            ),
+        ),
+    ];
+    for (name, token) in cases {
+        let (parts, body) = s.get("/api/v1/pods", token.as_deref()).await;
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(parts.headers["content-type"], "application/json", "{name}");
+        let status = status_json(&body);
+        assert_eq!(
+            status,
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                   "message":"Unauthorized","reason":"Unauthorized","code":401}),
+            "{name}"
+        );
+    }
+    assert!(s.api.requests().is_empty());
+    let log = s.proxy.stdout();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("] AuFail src:[127.0.0.1 / ] URI:/api/v1/pods"))
+            .count(),
+        10,
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn api_server_responses_pass_through_and_redirects_are_not_followed() {
+    let s = setup(&[]).await;
+    let token = s.alice();
+    let (parts, body) = s.get("/forbidden", Some(&token)).await;
+    assert_eq!(parts.status, StatusCode::FORBIDDEN);
+    assert_eq!(status_json(&body)["message"], "pods is forbidden");
+
+    let (parts, _) = s.get("/redirect", Some(&token)).await;
+    assert_eq!(parts.status, StatusCode::FOUND);
+    assert_eq!(parts.headers["location"], "https://127.0.0.1:1/elsewhere");
+    assert_eq!(s.api.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn watch_events_arrive_one_by_one() {
+    let s = setup(&[]).await;
+    let request = Request::get(format!("{}/watch", s.proxy.url))
+        .header("authorization", format!("Bearer {}", s.alice()))
+        .body(empty())
+        .unwrap();
+    let response = client(&s.ca, false).request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    for i in 0..3 {
+        let event = format!("{{\"type\":\"ADDED\",\"n\":{i}}}\n");
+        s.api.send_watch_event(&event).await;
+        // The next event is only sent after this one arrived: no buffering anywhere.
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("event not delivered while the stream stays open")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from(event));
+    }
+    s.api.end_watch();
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let s = setup(&[]).await;
+    let request = Request::get(format!("{}/api/v1/namespaces", s.proxy.url))
+        .header("authorization", format!("Bearer {}", s.alice()))
+        .body(empty())
+        .unwrap();
+    let response = client(&s.ca, true).request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(s.api.last().headers["impersonate-user"], "alice");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_in_both_directions() {
+    let s = setup(&[]).await;
+    let (parts, body) = s.get("/big", Some(&s.alice())).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(body.len(), 64 * 1024 * 1024);
+
+    let payload = Bytes::from(vec![b'y'; 8 * 1024 * 1024]);
+    let request = Request::put(format!("{}/echo-body", s.proxy.url))
+        .header("authorization", format!("Bearer {}", s.alice()))
+        .body(full(payload.clone()))
+        .unwrap();
+    let (parts, body) = body_bytes(client(&s.ca, false).request(request).await.unwrap()).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(body, payload);
+}
+
+#[tokio::test]
+async fn rotated_issuer_key_is_fetched_once_on_unknown_kid() {
+    let s = setup(&[]).await;
+    let fetches_before = s.issuer.jwks_fetches();
+    let new_key = TestKey::generate(Alg::RS256);
+    s.issuer.set_jwks(&[
+        s.issuer.key.public_jwk(Some("key-1")),
+        new_key.public_jwk(Some("key-2")),
+    ]);
+    let token = new_key.token(
+        Alg::RS256,
+        Some("key-2"),
+        &s.issuer.claims("kube", json!({"sub": "bob"})),
+    );
+    let (parts, _) = s.get("/api", Some(&token)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(s.api.last().headers["impersonate-user"], "bob");
+    assert_eq!(s.issuer.jwks_fetches(), fetches_before + 1);
+
+    // A flood of tokens with unknown kids does not turn into a flood of JWKS fetches.
+    let stranger = TestKey::generate(Alg::RS256);
+    for i in 0..5 {
+        let token = stranger.token(
+            Alg::RS256,
+            Some(&format!("nope-{i}")),
+            &s.issuer.claims("kube", json!({})),
+        );
+        let (parts, _) = s.get("/api", Some(&token)).await;
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        s.issuer.jwks_fetches() <= fetches_before + 2,
+        "{}",
+        s.issuer.jwks_fetches()
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504_status() {
+    let ca = TestCa::new();
+    let issuer = TestIssuer::start(&ca).await;
+    let dead = format!("https://127.0.0.1:{}", support::proxy::free_port());
+    let proxy = ProxyProcess::start(&ca, &issuer.url, &dead, &[]).await;
+    let token = issuer.token(&issuer.claims("kube", json!({})));
+    let request = Request::get(format!("{}/api", proxy.url))
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap();
+    let (parts, body) = body_bytes(client(&ca, false).request(request).await.unwrap()).await;
+    assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(status_json(&body)["code"], 502);
+
+    let api = FakeApiServer::start(&ca).await;
+    let proxy = ProxyProcess::start(
+        &ca,
+        &issuer.url,
+        &api.url,
+        &["--request-timeout=1s".to_string()],
+    )
+    .await;
+    let request = Request::get(format!("{}/slow", proxy.url))
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap();
+    let (parts, body) = body_bytes(client(&ca, false).request(request).await.unwrap()).await;
+    assert_eq!(parts.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(status_json(&body)["reason"], "Timeout");
+}
+
+async fn raw_tls(s: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(s.ca.client_config(&[b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.proxy.port))
+        .await
+        .unwrap();
+    connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn upgrades_splice_only_after_101() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&[]).await;
+    let token = s.alice();
+
+    let mut stream = raw_tls(&s).await;
+    let request = format!(
+        "POST /upgrade-echo?command=sh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\
+         X-Stream-Protocol-Version: channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: spdy/3.1"), "{head}");
+    assert!(
+        head.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{head}"
+    );
+    stream.write_all(b"hello through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 24];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello through the tunnel");
+    let seen = s.api.last();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert_eq!(seen.headers["impersonate-user"], "alice");
+    assert_eq!(
+        seen.headers["authorization"],
+        "Bearer proxy-service-account-token"
+    );
+    let offers: Vec<_> = seen
+        .headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .collect();
+    assert_eq!(offers, vec!["v4.channel.k8s.io", "channel.k8s.io"]);
+
+    // A refused upgrade is an ordinary response, and the client connection is closed.
+    let mut stream = raw_tls(&s).await;
+    let request = format!(
+        "POST /upgrade-refused HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("connection left open after a refused upgrade")
+        .ok();
+    let text = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 400"), "{text}");
+    assert!(text.contains("upgrade refused"), "{text}");
+}
+
+#[tokio::test]
+async fn readiness_waits_for_issuer_keys_and_liveness_does_not() {
+    let ca = TestCa::new();
+    let api = FakeApiServer::start(&ca).await;
+    let nowhere = format!("https://127.0.0.1:{}", support::proxy::free_port());
+    let proxy = ProxyProcess::spawn(&ca, &nowhere, &api.url, &[]);
+    let mut live = None;
+    for _ in 0..100 {
+        live = proxy.probe("/live").await;
+        if live.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live.unwrap().0, 200);
+    assert_eq!(proxy.probe("/healthz").await.unwrap().0, 200);
+    let (code, body) = proxy.probe("/ready").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("keys not loaded"), "{body}");
+    assert_eq!(proxy.probe("/readyz").await.unwrap().0, 503);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut s = setup(&[]).await;
+    let pid = s.proxy.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || s.proxy.wait_exit(Duration::from_secs(40)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn configuration_errors_are_all_reported_before_listening() {
+    let output = std::process::Command::new(support::proxy::binary())
+        .args([
+            "--oidc-issuer-url=http://insecure.example",
+            "--oidc-client-id=kube",
+            "--oidc-signing-algs=HS256",
+            "--tls-min-version=VersionSSL30",
+            "--server=https://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "--tls-cert-file: required",
+        "--tls-private-key-file: required",
+        "URL scheme must be https",
+        "HS256",
+        "VersionSSL30",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
