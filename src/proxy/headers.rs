@@ -52,15 +52,7 @@ pub fn has_impersonation_headers(headers: &HeaderMap) -> bool {
 /// For an upgrade request (`keep_upgrade`), `Upgrade` survives and `Connection: Upgrade` is
 /// set again by the proxy itself; nothing else of the client's `Connection` is kept.
 pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Headers named by `Connection` are hop-by-hop too (RFC 9110 §7.6.1). Collect them before
-    // `Connection` itself goes; an empty or odd value must not stop the removal (CVE-2021-33197).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
+    let named = connection_named(headers);
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -95,19 +87,25 @@ pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removes hop-by-hop headers from an upstream response before it goes back to the client.
 /// For a `101 Switching Protocols` answer the caller keeps `Connection`/`Upgrade`.
 pub fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// The headers a message names in its `Connection` values: hop-by-hop too (RFC 9110 §7.6.1).
+/// Collected before `Connection` itself goes; an empty or odd value must not stop the removal
+/// of the others (CVE-2021-33197).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
 }
 
 #[cfg(test)]
