@@ -320,6 +320,16 @@ impl Issuer {
         self.keys().filter(|keys| !Arc::ptr_eq(keys, seen))
     }
 
+    /// Installs keys as if fetched now (tests only).
+    #[cfg(test)]
+    pub(crate) fn store_keys(&self, keys: JwkSet) {
+        self.snapshot.store(Some(Arc::new(KeySnapshot {
+            keys: Arc::new(keys),
+            fetched_at: Instant::now(),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        })));
+    }
+
     /// Readiness: keys loaded, and refreshed within their lifetime.
     pub fn health(&self) -> IssuerHealth {
         let error = self
@@ -392,6 +402,29 @@ mod tests {
         );
         assert_eq!(max_age(&headers), Some(Duration::from_secs(600)));
         assert_eq!(max_age(&http::HeaderMap::new()), None);
+    }
+
+    fn test_issuer() -> Issuer {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        Issuer::new("https://issuer.example", Some(&path)).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_goes_stale_when_keys_outlive_their_lifetime() {
+        let issuer = test_issuer();
+        assert!(matches!(issuer.health(), IssuerHealth::NotLoaded(_)));
+        issuer.store_keys(JwkSet::default());
+        assert_eq!(issuer.health(), IssuerHealth::Healthy);
+        tokio::time::advance(MIN_KEY_LIFETIME - Duration::from_secs(1)).await;
+        assert_eq!(issuer.health(), IssuerHealth::Healthy);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(issuer.health(), IssuerHealth::Stale(_)));
+        // A successful refresh makes it healthy again.
+        issuer.store_keys(JwkSet::default());
+        assert_eq!(issuer.health(), IssuerHealth::Healthy);
     }
 
     #[test]

@@ -161,3 +161,99 @@ impl JwtAuthenticator {
         Ok(user)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::claims::PrefixedClaim;
+    use crate::authn::jwk::JwkSet;
+    use crate::authn::jws::testing::{jwks, TestKey};
+    use serde_json::json;
+    use std::time::UNIX_EPOCH;
+
+    const ISSUER: &str = "https://issuer.example";
+
+    fn authenticator(dir: &tempfile::TempDir) -> JwtAuthenticator {
+        let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        JwtAuthenticator::new(JwtConfig {
+            issuer_url: ISSUER.into(),
+            audiences: vec!["kube".into()],
+            ca_file: Some(path),
+            algorithms: vec![Algorithm::RS256],
+            mappings: ClaimMappings {
+                username: PrefixedClaim {
+                    claim: "sub".into(),
+                    prefix: "oidc:".into(),
+                },
+                groups: None,
+                uid: None,
+            },
+            required_claims: vec![],
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_cached_but_never_past_exp() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(&dir);
+        let key = TestKey::generate(Algorithm::RS256);
+        auth.issuer()
+            .store_keys(JwkSet::from_json(&jwks(&[key.public_jwk(Some("k"))])).unwrap());
+        let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let token = key.token(
+            Algorithm::RS256,
+            Some("k"),
+            &json!({"iss": ISSUER, "aud": "kube", "sub": "alice", "exp": 2_000_000_060u64}),
+        );
+        assert_eq!(
+            auth.authenticate(&token, t0).await.unwrap().username,
+            "oidc:alice"
+        );
+
+        // Cached: with the keys gone, the same token still authenticates within its life...
+        auth.issuer().store_keys(JwkSet::default());
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(
+            auth.authenticate(&token, later).await.unwrap().username,
+            "oidc:alice"
+        );
+
+        // ...but never past `exp`: the entry is dropped and the token re-checked (and refused).
+        auth.issuer()
+            .store_keys(JwkSet::from_json(&jwks(&[key.public_jwk(Some("k"))])).unwrap());
+        let expired = t0 + Duration::from_secs(61);
+        assert!(matches!(
+            auth.authenticate(&token, expired).await,
+            Err(AuthError::Claims(ClaimError::Expired { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tokens_of_other_issuers_and_unready_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(&dir);
+        let key = TestKey::generate(Algorithm::RS256);
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mine = key.token(
+            Algorithm::RS256,
+            Some("k"),
+            &json!({"iss": ISSUER, "aud": "kube", "sub": "a", "exp": 2_000_000_060u64}),
+        );
+        assert!(matches!(
+            auth.authenticate(&mine, now).await,
+            Err(AuthError::NotReady(_))
+        ));
+        let other = key.token(
+            Algorithm::RS256,
+            Some("k"),
+            &json!({"iss": "https://other.example", "aud": "kube", "sub": "a", "exp": 2_000_000_060u64}),
+        );
+        assert!(matches!(
+            auth.authenticate(&other, now).await,
+            Err(AuthError::NotMine(_))
+        ));
+    }
+}
