@@ -512,3 +512,41 @@ fn configuration_errors_are_all_reported_before_listening() {
         );
     }
 }
+
+#[tokio::test]
+async fn websocket_token_in_subprotocol_is_accepted_and_never_forwarded() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&[]).await;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.alice());
+    let mut stream = raw_tls(&s).await;
+    let request = format!(
+        "GET /upgrade-echo?command=ls HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.{encoded}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    let seen = s.api.last();
+    assert_eq!(seen.headers["impersonate-user"], "alice");
+    assert_eq!(seen.headers["sec-websocket-protocol"], "v5.channel.k8s.io");
+    assert_eq!(
+        seen.headers["sec-websocket-key"],
+        "dGhlIHNhbXBsZSBub25jZQ=="
+    );
+
+    // The token alone, with no subprotocol to echo back, is refused as kube-apiserver refuses it.
+    let mut stream = raw_tls(&s).await;
+    let request = format!(
+        "GET /upgrade-echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.{encoded}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+}

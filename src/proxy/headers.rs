@@ -38,6 +38,60 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The subprotocol prefix under which browser WebSocket clients send a bearer token
+/// (`k8s.io/apiserver/pkg/authentication/request/websocket`).
+pub const WEBSOCKET_BEARER_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// True for a WebSocket upgrade: an upgrade request whose `Upgrade` is `websocket`
+/// (case-insensitive), as `wsstream.IsWebSocketRequest`.
+pub fn is_websocket_request(headers: &HeaderMap) -> bool {
+    is_upgrade_request(headers)
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+fn websocket_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The bearer token a WebSocket client put in `Sec-WebSocket-Protocol`, following
+/// kube-apiserver's protocol authenticator: at most one `base64url.bearer.authorization.k8s.io.`
+/// entry, unpadded base64url of UTF-8 text, and at least one other subprotocol (the one the
+/// server will echo back). `Ok(None)` when there is no such entry.
+pub fn websocket_bearer_token(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    use base64::Engine as _;
+    let mut token = None;
+    let mut others = 0;
+    for protocol in websocket_protocols(headers) {
+        let Some(encoded) = protocol.strip_prefix(WEBSOCKET_BEARER_PREFIX) else {
+            others += 1;
+            continue;
+        };
+        if token.is_some() {
+            return Err("multiple base64.bearer.authorization tokens specified");
+        }
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| "invalid base64.bearer.authorization token encoding")?;
+        token = Some(
+            String::from_utf8(decoded).map_err(|_| "invalid base64.bearer.authorization token")?,
+        );
+    }
+    match token {
+        Some(token) if token.is_empty() => Ok(None),
+        Some(_) if others == 0 => Err("missing additional subprotocol"),
+        token => Ok(token),
+    }
+}
+
 /// True when the client sent any `Impersonate-*` header (any case, `Impersonate-Uid` included).
 pub fn has_impersonation_headers(headers: &HeaderMap) -> bool {
     headers
@@ -77,6 +131,20 @@ pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
         .collect();
     for name in identity {
         headers.remove(name);
+    }
+    // A bearer token in the WebSocket subprotocol list is a credential too; the other
+    // subprotocols are the client's negotiation and go through in order.
+    if headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        let kept: Vec<String> = websocket_protocols(headers)
+            .filter(|p| !p.starts_with(WEBSOCKET_BEARER_PREFIX))
+            .map(str::to_string)
+            .collect();
+        headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+        if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+            if !kept.is_empty() {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
     }
     if let Some(upgrade) = upgrade {
         headers.insert(header::UPGRADE, upgrade);
@@ -176,6 +244,56 @@ mod tests {
         let mut plain = headers(&[("Upgrade", "websocket")]);
         strip_client_headers(&mut plain, false);
         assert!(plain.get("upgrade").is_none());
+    }
+
+    fn ws(protocols: &[&str]) -> HeaderMap {
+        let mut pairs = vec![("Connection", "Upgrade"), ("Upgrade", "websocket")];
+        for p in protocols {
+            pairs.push(("Sec-WebSocket-Protocol", p));
+        }
+        headers(&pairs)
+    }
+
+    #[test]
+    fn websocket_bearer_token_rules() {
+        // "token" in unpadded base64url.
+        let entry = "base64url.bearer.authorization.k8s.io.dG9rZW4";
+        assert_eq!(
+            websocket_bearer_token(&ws(&[&format!("v5.channel.k8s.io, {entry}")])),
+            Ok(Some("token".to_string()))
+        );
+        assert_eq!(
+            websocket_bearer_token(&ws(&["v5.channel.k8s.io"])),
+            Ok(None)
+        );
+        assert_eq!(
+            websocket_bearer_token(&ws(&[entry])),
+            Err("missing additional subprotocol")
+        );
+        assert_eq!(
+            websocket_bearer_token(&ws(&[entry, entry, "v4.channel.k8s.io"])),
+            Err("multiple base64.bearer.authorization tokens specified")
+        );
+        assert!(websocket_bearer_token(&ws(&[
+            "base64url.bearer.authorization.k8s.io.dG9rZW4=",
+            "v5.channel.k8s.io"
+        ]))
+        .is_err());
+        assert!(is_websocket_request(&ws(&[])));
+        assert!(!is_websocket_request(&headers(&[("Upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn websocket_bearer_entry_is_never_forwarded() {
+        let mut map = ws(&[
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4",
+            "v4.channel.k8s.io",
+        ]);
+        strip_client_headers(&mut map, true);
+        assert_eq!(
+            map.get("sec-websocket-protocol").unwrap(),
+            "v5.channel.k8s.io, v4.channel.k8s.io"
+        );
     }
 
     #[test]

@@ -103,18 +103,10 @@ impl Proxy {
     }
 
     async fn authenticate(&self, request: &Request<Incoming>) -> Result<Arc<UserInfo>, String> {
-        let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
-        let value = values.next().ok_or("no Authorization header")?;
-        if values.next().is_some() {
-            return Err("more than one Authorization header".into());
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| "Authorization header is not text")?;
-        let token = bearer_token(value).ok_or("Authorization header is not a bearer token")?;
+        let token = request_token(request.headers())?;
         match self
             .authenticator
-            .authenticate(token, SystemTime::now())
+            .authenticate(&token, SystemTime::now())
             .await
         {
             Ok(user) => Ok(user),
@@ -174,6 +166,29 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         headers::strip_response_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, boxed(body))
+    }
+}
+
+/// The caller's bearer token: from `Authorization`, or, for a WebSocket upgrade without one,
+/// from the `Sec-WebSocket-Protocol` entry browsers use (kube-apiserver accepts both).
+fn request_token(headers: &http::HeaderMap) -> Result<String, String> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match values.next() {
+        Some(value) => {
+            if values.next().is_some() {
+                return Err("more than one Authorization header".into());
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| "Authorization header is not text")?;
+            bearer_token(value)
+                .map(str::to_string)
+                .ok_or_else(|| "Authorization header is not a bearer token".into())
+        }
+        None if headers::is_websocket_request(headers) => headers::websocket_bearer_token(headers)
+            .map_err(str::to_string)?
+            .ok_or_else(|| "no bearer token".into()),
+        None => Err("no Authorization header".into()),
     }
 }
 
