@@ -78,8 +78,10 @@ fn resource_attributes(check: &ImpersonationCheck) -> ResourceAttributes {
     }
 }
 
-fn review_failure(error: &ReviewError) -> Status {
-    let message = "the impersonation request could not be authorized";
+/// The refusal when a review has no answer: 503 when the API server did not answer (timeout,
+/// unreachable), 500 when it refused the review or answered nonsense. `message` says what could
+/// not be done.
+pub(crate) fn review_failure(error: &ReviewError, message: &str) -> Status {
     match error {
         ReviewError::Timeout(limit) => Status::service_unavailable(format!(
             "{message}: the API server did not answer within {limit:?}"
@@ -127,7 +129,10 @@ pub async fn authorize_impersonation(
             }
             Err(error) => {
                 tracing::warn!(%error, resource = check.resource, "impersonation review failed");
-                return Err(review_failure(&error));
+                return Err(review_failure(
+                    &error,
+                    "the impersonation request could not be authorized",
+                ));
             }
         }
     }
@@ -171,18 +176,25 @@ mod tests {
     #[test]
     fn review_failures_are_never_an_allow() {
         assert_eq!(
-            review_failure(&ReviewError::Timeout(std::time::Duration::from_secs(5))).code(),
+            review_failure(
+                &ReviewError::Timeout(std::time::Duration::from_secs(5)),
+                "x"
+            )
+            .code(),
             http::StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            review_failure(&ReviewError::Unreachable("x".into())).code(),
+            review_failure(&ReviewError::Unreachable("x".into()), "x").code(),
             http::StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            review_failure(&ReviewError::Refused {
-                code: 403,
-                message: "no".into()
-            })
+            review_failure(
+                &ReviewError::Refused {
+                    code: 403,
+                    message: "no".into()
+                },
+                "x"
+            )
             .code(),
             http::StatusCode::INTERNAL_SERVER_ERROR
         );

@@ -132,8 +132,9 @@ impl Proxy {
                     }
                     AuthFailure::ReviewFailed(error) => {
                         tracing::warn!(uri = %context.uri, peer = %peer, %error, "TokenReview failed");
-                        status_response(Status::service_unavailable(
-                            "the token could not be reviewed: the API server did not answer",
+                        status_response(identity::review_failure(
+                            &error,
+                            "the token could not be reviewed",
                         ))
                     }
                 };
@@ -162,14 +163,15 @@ impl Proxy {
                     return status_response(status);
                 }
             };
-            let user = extras::outbound_user(
+            // The outbound section names whom the caller acts as (the authorized target), not
+            // the extras the proxy adds on top.
+            log_success(target.as_ref());
+            Outbound::Impersonate(extras::outbound_user(
                 &caller.user,
                 target.as_ref(),
                 &settings.extra_user_headers,
                 context.client_ip,
-            );
-            log_success(target.is_some().then_some(&user));
-            Outbound::Impersonate(user)
+            ))
         };
 
         // Steps 3-4: build the upstream request and forward it.
