@@ -53,8 +53,13 @@ const EXTRA_HEADER_PREFIX: &str = "impersonate-extra-";
 pub enum RequestedUser {
     /// Any user name that is not a well-formed ServiceAccount name.
     User(String),
-    /// `system:serviceaccount:<namespace>:<name>`.
-    ServiceAccount { namespace: String, name: String },
+    /// `system:serviceaccount:<namespace>:<name>`, well-formed.
+    ServiceAccount {
+        /// A DNS label.
+        namespace: String,
+        /// A DNS subdomain.
+        name: String,
+    },
 }
 
 impl RequestedUser {
@@ -72,6 +77,7 @@ impl RequestedUser {
 /// A client's impersonation request, parsed; see the module documentation for the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImpersonationRequest {
+    /// `Impersonate-User` (its first value, non-empty).
     pub user: RequestedUser,
     /// `Impersonate-Group` lines in the order sent.
     pub groups: Vec<String>,

@@ -30,10 +30,13 @@ pub struct Cidr {
 /// Why a `--trusted-proxies` entry is not a network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
+    /// Not `address` or `address/prefix`.
     #[error("{0:?} is not an IP address or CIDR network")]
     Invalid(String),
+    /// More than 32 (IPv4) or 128 (IPv6) prefix bits.
     #[error("{0:?}: the prefix length is too long for the address family")]
     PrefixTooLong(String),
+    /// Bits set after the prefix: almost always a typo, so refused rather than masked.
     #[error("{0:?}: host bits are set (did you mean {1}?)")]
     HostBits(String, String),
 }
@@ -108,7 +111,7 @@ impl Cidr {
     }
 }
 
-/// The `--trusted-proxies` networks.
+/// The `--trusted-proxies` networks; empty (the default) trusts no peer's `X-Forwarded-For`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(pub Vec<Cidr>);
 

@@ -44,6 +44,7 @@ pub struct IdentitySettings {
 /// The parts the identity step needs besides its settings.
 #[derive(Default)]
 pub struct IdentityForwarding {
+    /// The flags.
     pub settings: IdentitySettings,
     /// SubjectAccessReviews for `kubectl --as`, TokenReviews for passthrough. Without it every
     /// client impersonation request is refused and passthrough is off.

@@ -65,11 +65,10 @@ impl Default for ReviewSettings {
 /// The API server's answer to one access review.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// `status.allowed` was true.
     Allowed,
     /// Not allowed; `reason` is the authorizer's (often empty for RBAC).
-    Denied {
-        reason: String,
-    },
+    Denied { reason: String },
 }
 
 /// Why a review has no answer. The request it was for must be refused.
