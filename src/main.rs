@@ -8,8 +8,10 @@ use clap::Parser;
 use kube_oidc_proxy::authn::oidc::JwtAuthenticator;
 use kube_oidc_proxy::config::{Config, Flags};
 use kube_oidc_proxy::observe::logging;
+use kube_oidc_proxy::proxy::identity::IdentityForwarding;
 use kube_oidc_proxy::proxy::Proxy;
 use kube_oidc_proxy::server::{self, probe, tls, ServeSettings};
+use kube_oidc_proxy::upstream::review::Reviewer;
 use kube_oidc_proxy::upstream::{self, Upstream};
 use tokio::sync::watch;
 
@@ -36,6 +38,7 @@ struct Parts {
     config: Config,
     authenticator: Arc<JwtAuthenticator>,
     upstream: Upstream,
+    identity: IdentityForwarding,
     certificates: Arc<tls::ServingCertificates>,
     tls: Arc<rustls::ServerConfig>,
 }
@@ -46,13 +49,16 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
     let authenticator = JwtAuthenticator::new(config.jwt.clone())
         .map_err(|e| errors.push(format!("--oidc-ca-file: {e}")))
         .ok();
-    let upstream = match upstream::kube_config(&config.upstream.overrides).await {
-        Ok(kube_config) => Upstream::new(&kube_config, config.upstream.request_timeout)
-            .map_err(|e| errors.push(e.to_string()))
-            .ok(),
+    let (upstream, identity) = match upstream::kube_config(&config.upstream.overrides).await {
+        Ok(kube_config) => (
+            Upstream::new(&kube_config, config.upstream.request_timeout)
+                .map_err(|e| errors.push(e.to_string()))
+                .ok(),
+            identity_forwarding(&config, &kube_config, &mut errors),
+        ),
         Err(e) => {
             errors.push(e.to_string());
-            None
+            (None, None)
         }
     };
     let certificates = tls::ServingCertificates::load(&config.tls)
@@ -63,20 +69,48 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
             .map_err(|e| errors.push(e.to_string()))
             .ok()
     });
-    match (authenticator, upstream, certificates, tls) {
-        (Some(authenticator), Some(upstream), Some(certificates), Some(tls))
+    match (authenticator, upstream, identity, certificates, tls) {
+        (Some(authenticator), Some(upstream), Some(identity), Some(certificates), Some(tls))
             if errors.is_empty() =>
         {
             Ok(Parts {
                 config,
                 authenticator: Arc::new(authenticator),
                 upstream,
+                identity,
                 certificates,
                 tls,
             })
         }
         _ => Err(errors),
     }
+}
+
+/// The review client (SubjectAccessReviews for `kubectl --as`, TokenReviews for passthrough)
+/// and, when a caller's own token may go upstream, the client without the proxy's credentials.
+fn identity_forwarding(
+    config: &Config,
+    kube_config: &kube::Config,
+    errors: &mut Vec<String>,
+) -> Option<IdentityForwarding> {
+    let settings = config.identity.clone();
+    let reviewer = Reviewer::new(kube_config, config.reviews.clone())
+        .map_err(|e| errors.push(format!("API server review client: {e}")))
+        .ok()?;
+    let caller_upstream = if settings.token_passthrough || settings.disable_impersonation {
+        Some(
+            Upstream::without_credentials(kube_config, config.upstream.request_timeout)
+                .map_err(|e| errors.push(e.to_string()))
+                .ok()?,
+        )
+    } else {
+        None
+    };
+    Some(IdentityForwarding {
+        settings,
+        reviewer: Some(Arc::new(reviewer)),
+        caller_upstream,
+    })
 }
 
 async fn run(flags: Flags) -> ExitCode {
@@ -101,6 +135,7 @@ async fn run(flags: Flags) -> ExitCode {
         config,
         authenticator,
         upstream,
+        identity,
         certificates,
         tls,
     } = parts;
@@ -130,7 +165,7 @@ async fn run(flags: Flags) -> ExitCode {
         readiness.clone(),
         stop_rx.clone(),
     ));
-    let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()));
+    let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()).with_identity(identity));
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,

@@ -370,8 +370,9 @@ fn api_server_audit_log_shows_proxy_and_impersonated_user() {
     assert!(groups.contains(&"team-a-devs".to_owned()), "{event}");
 }
 
-/// The proxy's own identity may only impersonate (deploy/rbac/clusterrole.yaml): it cannot read
-/// anything itself, so a request that reached the API server without impersonation would fail.
+/// The proxy's own identity may only impersonate and ask for reviews
+/// (deploy/rbac/clusterrole.yaml, docs/rbac.md): it cannot read anything itself, so a request
+/// that reached the API server without impersonation would fail.
 #[test]
 fn proxy_identity_is_least_privilege() {
     let Some(env) = TestEnv::load() else { return };
@@ -384,6 +385,12 @@ fn proxy_identity_is_least_privilege() {
         "selfsubjectaccessreviews.authorization.k8s.io",
         "selfsubjectrulesreviews.authorization.k8s.io",
     ];
+    // kubectl --as (SubjectAccessReview) and --token-passthrough (TokenReview).
+    let reviews = [
+        "subjectaccessreviews.authorization.k8s.io",
+        "tokenreviews.authentication.k8s.io",
+    ];
+    let mut reviewable = Vec::new();
     let mut impersonable = Vec::new();
     // Columns: Resources, Non-Resource URLs, Resource Names, Verbs.
     for row in listing.stdout.lines().skip(1) {
@@ -394,6 +401,9 @@ fn proxy_identity_is_least_privilege() {
             assert_eq!(verbs, "[get]", "unexpected non-resource rule: {row}");
         } else if defaults.contains(&columns[0]) {
             assert_eq!(verbs, "[create]", "unexpected rule: {row}");
+        } else if reviews.contains(&columns[0]) {
+            assert_eq!(verbs, "[create]", "unexpected rule: {row}");
+            reviewable.push(columns[0]);
         } else {
             assert_eq!(verbs, "[impersonate]", "unexpected rule: {row}");
             impersonable.push(columns[0]);
@@ -407,11 +417,18 @@ fn proxy_identity_is_least_privilege() {
             "serviceaccounts",
             "uids.authentication.k8s.io",
             "userextras.authentication.k8s.io/authentication.kubernetes.io/credential-id",
+            "userextras.authentication.k8s.io/originaluser.jetstack.io-extra",
+            "userextras.authentication.k8s.io/originaluser.jetstack.io-groups",
+            "userextras.authentication.k8s.io/originaluser.jetstack.io-uid",
+            "userextras.authentication.k8s.io/originaluser.jetstack.io-user",
+            "userextras.authentication.k8s.io/remote-client-ip",
             "users",
         ],
         "{}",
         listing.stdout
     );
+    reviewable.sort_unstable();
+    assert_eq!(reviewable, reviews, "{}", listing.stdout);
 
     kubectl.run(&["get", "configmaps", "-n", "team-a"]).fails_with(
         r#"configmaps is forbidden: User "kube-oidc-proxy" cannot list resource "configmaps" in API group "" in the namespace "team-a""#,

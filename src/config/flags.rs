@@ -43,6 +43,47 @@ pub struct Flags {
     #[arg(long, help_heading = "Kube-OIDC-Proxy")]
     pub validate_config: bool,
 
+    /// (Alpha) Forward each request with the caller's own, verified token instead of
+    /// impersonating; the API server must trust the issuer itself. Cannot be combined with the
+    /// extra user header flags.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", help_heading = "Kube-OIDC-Proxy")]
+    pub disable_impersonation: bool,
+
+    /// (Alpha) A bearer token that no configured issuer claims is checked with a TokenReview;
+    /// if the API server authenticates it, the request is forwarded with that token as its
+    /// only credential.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough: bool,
+
+    /// Audiences put in every passthrough TokenReview; the token must be valid for one of
+    /// them. Empty means the API server's own audiences. Comma-separated, repeatable.
+    #[arg(long, value_delimiter = ',', help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough_audiences: Vec<String>,
+
+    /// Add the extra `remote-client-ip` (the client's IP address, see --trusted-proxies) to
+    /// the impersonated user.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", help_heading = "Kube-OIDC-Proxy")]
+    pub extra_user_header_client_ip: bool,
+
+    /// Extras added to every impersonated user: comma-separated key=value pairs, a key may
+    /// repeat (e.g. "team=a,scope=x,scope=y"). Repeatable.
+    #[arg(long, help_heading = "Kube-OIDC-Proxy")]
+    pub extra_user_headers: Vec<String>,
+
+    /// Networks (CIDR, or single addresses) of proxies in front of this one whose
+    /// X-Forwarded-For is believed when choosing the client's address. Comma-separated,
+    /// repeatable. Default: none (the TCP peer is the client).
+    #[arg(long, value_delimiter = ',', help_heading = "Kube-OIDC-Proxy")]
+    pub trusted_proxies: Vec<String>,
+
+    /// Bound on the SubjectAccessReviews that authorize one `kubectl --as` request (together),
+    /// and on each passthrough TokenReview. No answer in time refuses the request.
+    #[arg(long, default_value = "5s", help_heading = "Kube-OIDC-Proxy")]
+    pub subject_access_review_timeout: String,
+
     // ---- OIDC ----
     /// The URL of the OpenID issuer; only the https scheme is accepted.
     #[arg(long, default_value = "", help_heading = "OIDC")]

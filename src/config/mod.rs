@@ -2,6 +2,7 @@
 //! at once, and plain structs are handed to the rest of the proxy. No other module reads flags.
 
 pub mod flags;
+mod identity;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ use crate::authn::claims::{ClaimMappings, PrefixedClaim, RequiredClaim};
 use crate::authn::jws::Algorithm;
 use crate::authn::oidc::JwtConfig;
 use crate::observe::logging::{LogFormat, LogSettings};
+use crate::proxy::identity::IdentitySettings;
 use crate::server::tls::{parse_sni_cert_key, TlsSettings};
+use crate::upstream::review::ReviewSettings;
 use crate::upstream::{ClientOverrides, UpstreamConfig};
 
 /// Everything the proxy needs to run, validated.
@@ -29,6 +32,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
+    /// `kubectl --as`, passthrough, no-impersonation, extra user headers, trusted proxies.
+    pub identity: IdentitySettings,
+    /// SubjectAccessReview / TokenReview timeout and passthrough audiences.
+    pub reviews: ReviewSettings,
 }
 
 /// Every problem found in the flags, in flag order.
@@ -102,6 +109,7 @@ impl Config {
             errors.push(format!("--shutdown-grace-period: {e}"));
             Duration::from_secs(30)
         });
+        let (identity, reviews) = identity::identity_settings(flags, &mut errors);
         let format = match flags.log_format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -133,6 +141,8 @@ impl Config {
                 verbosity: flags.verbosity,
                 format,
             },
+            identity,
+            reviews,
         })
     }
 }

@@ -10,6 +10,12 @@
 //!
 //! Callers must have removed every client `Impersonate-*` header first
 //! (`proxy::headers::strip_client_headers`); this module only inserts.
+//!
+//! [`inbound`] reads a client's own `Impersonate-*` headers (`kubectl --as`); [`extras`] adds
+//! the extras the proxy itself sends (original user, client IP, `--extra-user-headers`).
+
+pub mod extras;
+pub mod inbound;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};

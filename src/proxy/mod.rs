@@ -1,12 +1,15 @@
 //! The request pipeline, as named steps in request order:
-//! authenticate → refuse client impersonation → build the upstream request → forward →
-//! observe (access log). One [`RequestContext`] carries what the log reads.
+//! authenticate → decide the upstream identity (authorize `kubectl --as`; see [`identity`]) →
+//! build the upstream request → forward → observe (access log). One [`RequestContext`] carries
+//! what the log reads.
 
+pub mod client_ip;
 pub mod headers;
+pub mod identity;
 pub mod status;
 pub mod upgrade;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,21 +20,51 @@ use hyper::body::Incoming;
 
 use crate::authn::oidc::{AuthError, JwtAuthenticator};
 use crate::authn::{bearer_token, UserInfo};
-use crate::impersonation::set_impersonation_headers;
+use crate::impersonation::{extras, inbound, set_impersonation_headers};
 use crate::observe::access_log::{self, Source};
+use crate::upstream::review::ReviewError;
 use crate::upstream::{Body, Upstream, UpstreamError};
+use identity::IdentityForwarding;
 use status::Status;
 
 /// What one request's log line needs.
 struct RequestContext {
     source: Source,
     uri: String,
+    /// The client's address by the `--trusted-proxies` rule (see [`client_ip`]).
+    client_ip: IpAddr,
+}
+
+/// The authenticated caller and the credential it presented.
+struct Caller {
+    user: Arc<UserInfo>,
+    token: String,
+    /// Accepted by a TokenReview (`--token-passthrough`), not by an issuer.
+    passthrough: bool,
+}
+
+/// Why a request is not authenticated.
+enum AuthFailure {
+    /// No, or no acceptable, token: 401.
+    Unauthorized(String),
+    /// A TokenReview had no answer: 503 (never an allow).
+    ReviewFailed(ReviewError),
+}
+
+/// How a request goes upstream.
+enum Outbound {
+    /// The proxy's credentials plus impersonation headers for this identity.
+    Impersonate(UserInfo),
+    /// The caller's own token as the only credential, the client's `Impersonate-*` headers kept
+    /// for the API server to authorize.
+    CallerToken(String),
 }
 
 /// The proxy: authenticator and upstream, shared by every connection.
 pub struct Proxy {
     authenticator: Arc<JwtAuthenticator>,
     upstream: Upstream,
+    identity: IdentityForwarding,
 }
 
 /// Boxes any body into the pipeline's body type.
@@ -55,11 +88,21 @@ impl Proxy {
         Self {
             authenticator,
             upstream,
+            identity: IdentityForwarding::default(),
         }
+    }
+
+    /// Sets how identities are forwarded (`kubectl --as`, passthrough, no impersonation, extra
+    /// user headers, trusted proxies). Without it: impersonation only, client impersonation
+    /// requests refused.
+    pub fn with_identity(mut self, identity: IdentityForwarding) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a `Status` response.
     pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let settings = &self.identity.settings;
         let context = RequestContext {
             source: Source::from_request(peer.ip(), request.headers()),
             uri: request
@@ -67,62 +110,139 @@ impl Proxy {
                 .path_and_query()
                 .map(|pq| pq.as_str().to_string())
                 .unwrap_or_else(|| "/".into()),
+            client_ip: settings
+                .trusted_proxies
+                .client_ip(peer.ip(), request.headers()),
         };
 
-        // Step 1: authenticate.
-        let user = match self.authenticate(&request).await {
-            Ok(user) => user,
-            Err(reason) => {
-                tracing::info!(uri = %context.uri, peer = %peer, reason = %reason, "authentication failed");
+        // Step 1: authenticate (the issuer; then, with --token-passthrough, a TokenReview for a
+        // token no issuer claims).
+        let caller = match self.authenticate(&request).await {
+            Ok(caller) => caller,
+            Err(failure) => {
                 access_log::emit(&access_log::failure_line(
                     time::OffsetDateTime::now_utc(),
                     &context.source,
                     &context.uri,
                 ));
-                return unauthorized_response(&request);
+                return match failure {
+                    AuthFailure::Unauthorized(reason) => {
+                        tracing::info!(uri = %context.uri, peer = %peer, reason = %reason, "authentication failed");
+                        unauthorized_response(&request)
+                    }
+                    AuthFailure::ReviewFailed(error) => {
+                        tracing::warn!(uri = %context.uri, peer = %peer, %error, "TokenReview failed");
+                        status_response(identity::review_failure(
+                            &error,
+                            "the token could not be reviewed",
+                        ))
+                    }
+                };
             }
         };
-        access_log::emit(&access_log::success_line(
-            time::OffsetDateTime::now_utc(),
-            &context.source,
-            &context.uri,
-            &user,
-            None,
-        ));
 
-        // Step 2: client impersonation (`kubectl --as`) is refused until it is authorized
-        // per attribute with SubjectAccessReviews; any Impersonate-* header, any case, counts.
-        if headers::has_impersonation_headers(request.headers()) {
-            return status_response(Status::forbidden(
-                "Impersonation requests are disabled when using kube-oidc-proxy",
+        // Step 2: decide the upstream identity. The caller's own token, or impersonation of the
+        // caller, or of the target of its authorized `kubectl --as`.
+        let log_success = |outbound: Option<&UserInfo>| {
+            access_log::emit(&access_log::success_line(
+                time::OffsetDateTime::now_utc(),
+                &context.source,
+                &context.uri,
+                &caller.user,
+                outbound,
             ));
-        }
+        };
+        let outbound = if caller.passthrough || settings.disable_impersonation {
+            log_success(None);
+            Outbound::CallerToken(caller.token.clone())
+        } else {
+            let target = match self.impersonation_target(&request, &caller.user).await {
+                Ok(target) => target,
+                Err(status) => {
+                    log_success(None);
+                    return status_response(status);
+                }
+            };
+            // The outbound section names whom the caller acts as (the authorized target), not
+            // the extras the proxy adds on top.
+            log_success(target.as_ref());
+            Outbound::Impersonate(extras::outbound_user(
+                &caller.user,
+                target.as_ref(),
+                &settings.extra_user_headers,
+                context.client_ip,
+            ))
+        };
 
         // Steps 3-4: build the upstream request and forward it.
-        self.forward(request, peer, &user, &context).await
+        self.forward(request, outbound, &context).await
     }
 
-    async fn authenticate(&self, request: &Request<Incoming>) -> Result<Arc<UserInfo>, String> {
-        let token = request_token(request.headers())?;
-        match self
-            .authenticator
-            .authenticate(&token, SystemTime::now())
-            .await
-        {
-            Ok(user) => Ok(user),
+    async fn authenticate(&self, request: &Request<Incoming>) -> Result<Caller, AuthFailure> {
+        let token = request_token(request.headers()).map_err(AuthFailure::Unauthorized)?;
+        let now = SystemTime::now();
+        match self.authenticator.authenticate(&token, now).await {
+            Ok(user) => Ok(Caller {
+                user,
+                token,
+                passthrough: false,
+            }),
             Err(AuthError::NotReady(issuer)) => {
                 tracing::warn!(%issuer, "token refused: issuer keys not loaded yet");
-                Err(format!("issuer {issuer} not initialized"))
+                Err(AuthFailure::Unauthorized(format!(
+                    "issuer {issuer} not initialized"
+                )))
             }
-            Err(e) => Err(e.to_string()),
+            // Only a token that no issuer claims is the API server's to judge; one the issuer
+            // claims but refuses stays refused.
+            Err(AuthError::NotMine(issuer)) if self.identity.settings.token_passthrough => {
+                let Some(reviewer) = &self.identity.reviewer else {
+                    return Err(AuthFailure::Unauthorized(format!(
+                        "token issuer is not {issuer}"
+                    )));
+                };
+                match reviewer.review_token(&token, now).await {
+                    Ok(Some(user)) => Ok(Caller {
+                        user: Arc::new(user),
+                        token,
+                        passthrough: true,
+                    }),
+                    Ok(None) => Err(AuthFailure::Unauthorized(
+                        "TokenReview: not authenticated for the configured audiences".into(),
+                    )),
+                    Err(error) => Err(AuthFailure::ReviewFailed(error)),
+                }
+            }
+            Err(e) => Err(AuthFailure::Unauthorized(e.to_string())),
         }
+    }
+
+    /// The authorized target of the client's own `Impersonate-*` headers, or `None` when it
+    /// sent none; the refusal as a `Status` otherwise.
+    async fn impersonation_target(
+        &self,
+        request: &Request<Incoming>,
+        caller: &UserInfo,
+    ) -> Result<Option<UserInfo>, Status> {
+        let requested = match inbound::parse(request.headers()) {
+            Ok(Some(requested)) => requested,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(Status::bad_request(e.to_string())),
+        };
+        identity::authorize_impersonation(
+            self.identity.reviewer.as_deref(),
+            caller,
+            &requested,
+            &self.identity.settings.extra_user_headers,
+        )
+        .await
+        .map(Some)
     }
 
     async fn forward(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
-        user: &UserInfo,
+        outbound: Outbound,
         context: &RequestContext,
     ) -> Response<Body> {
         let is_upgrade = request.version() <= http::Version::HTTP_11
@@ -136,26 +256,58 @@ impl Proxy {
         let mut request = request;
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        // The client's impersonation request travels on only with its own token, for the API
+        // server to authorize for that token's identity.
+        let client_impersonation: Vec<(http::HeaderName, HeaderValue)> = match &outbound {
+            Outbound::CallerToken(_) => parts
+                .headers
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("impersonate-"))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            Outbound::Impersonate(_) => Vec::new(),
+        };
         // Strip first, then set: nothing the client sent can remove or alter what follows.
         headers::strip_client_headers(&mut parts.headers, is_upgrade);
-        if let Err(e) = set_impersonation_headers(&mut parts.headers, user) {
-            tracing::info!(uri = %context.uri, error = %e, "user cannot be impersonated");
-            return status_response(Status::unauthorized());
-        }
-        // The peer is the only source the proxy can vouch for; a client's own
-        // X-Forwarded-For is not passed on (it would be spoofable in the API server's audit).
-        if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+        let upstream = match &outbound {
+            Outbound::Impersonate(user) => {
+                if let Err(e) = set_impersonation_headers(&mut parts.headers, user) {
+                    tracing::info!(uri = %context.uri, error = %e, "user cannot be impersonated");
+                    return status_response(Status::unauthorized());
+                }
+                &self.upstream
+            }
+            Outbound::CallerToken(token) => {
+                // Never the proxy's credentials with the caller's token, and never no token.
+                let Some(upstream) = &self.identity.caller_upstream else {
+                    tracing::error!("no upstream client without credentials is configured");
+                    return status_response(Status::internal("the proxy is misconfigured"));
+                };
+                let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+                    return status_response(Status::unauthorized());
+                };
+                parts.headers.insert(header::AUTHORIZATION, value);
+                for (name, value) in client_impersonation {
+                    parts.headers.append(name, value);
+                }
+                upstream
+            }
+        };
+        // The client's address by the --trusted-proxies rule: without trusted proxies the TCP
+        // peer, the only source the proxy can vouch for (a client-written X-Forwarded-For would
+        // be spoofable in the API server's audit `sourceIPs`).
+        if let Ok(value) = HeaderValue::from_str(&context.client_ip.to_string()) {
             parts.headers.insert("x-forwarded-for", value);
         }
-        let mut outbound = Request::new(boxed(body));
-        *outbound.method_mut() = parts.method;
-        *outbound.uri_mut() = target;
-        *outbound.headers_mut() = parts.headers;
+        let mut upstream_request = Request::new(boxed(body));
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = target;
+        *upstream_request.headers_mut() = parts.headers;
         if is_upgrade {
-            *outbound.version_mut() = http::Version::HTTP_11;
+            *upstream_request.version_mut() = http::Version::HTTP_11;
         }
 
-        let response = match self.upstream.send(outbound, is_upgrade).await {
+        let response = match upstream.send(upstream_request, is_upgrade).await {
             Ok(response) => response,
             Err(e) => return upstream_error_response(e, &context.uri),
         };

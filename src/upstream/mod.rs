@@ -10,6 +10,12 @@
 //! requests (exec, attach, port-forward) always use HTTP/1.1 on a dedicated connection that is
 //! never pooled, so nothing else can ever travel on a connection a client tried to upgrade
 //! (k8s-semantics §4.3, §5.1).
+//!
+//! [`Upstream::without_credentials`] is the same client without any of the proxy's credentials,
+//! for requests that carry the caller's own token (`--token-passthrough`,
+//! `--disable-impersonation`); [`review`] asks the API server's review APIs.
+
+pub mod review;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -245,6 +251,19 @@ impl Upstream {
             upgrade_service: build_service(config, false, false)?,
             request_timeout,
         })
+    }
+
+    /// The same API server, TLS roots and options, with none of the proxy's credentials: no
+    /// token, no client certificate, no exec plugin, no impersonation from the kubeconfig. For
+    /// requests that carry the caller's own `Authorization`, which must reach the API server as
+    /// the only credential.
+    pub fn without_credentials(
+        config: &kube::Config,
+        request_timeout: Option<Duration>,
+    ) -> Result<Self, UpstreamConfigError> {
+        let mut config = config.clone();
+        config.auth_info = kube::config::AuthInfo::default();
+        Self::new(&config, request_timeout)
     }
 
     /// The API server's URL.

@@ -5,6 +5,8 @@
 //! The cluster's coordinates come from the env file named by `KUBE_OIDC_PROXY_E2E_ENV`
 //! (`scripts/test` sets it). Without it the tests skip, except under CI (`CI` set), where a
 //! skipped end-to-end suite would hide a broken setup, so they fail.
+// Shared by several test binaries (tests/e2e.rs, tests/e2e_impersonation.rs); each uses a part.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fs;
@@ -63,6 +65,9 @@ pub(crate) struct TestEnv {
     pub(crate) dex_password: String,
     pub(crate) audit_log: PathBuf,
     pub(crate) kubectl: PathBuf,
+    /// Prefix of the user names and groups kube-apiserver maps from Dex tokens sent to it
+    /// directly (its own `--authentication-config`).
+    pub(crate) apiserver_oidc_prefix: String,
 }
 
 impl TestEnv {
@@ -137,6 +142,7 @@ impl TestEnv {
             dex_password: get("DEX_PASSWORD"),
             audit_log: file("KUBE_AUDIT_LOG"),
             kubectl: file("KUBECTL"),
+            apiserver_oidc_prefix: get("KUBE_APISERVER_OIDC_PREFIX"),
         }
     }
 
@@ -217,7 +223,17 @@ impl TestEnv {
 
     /// Starts the built proxy against this cluster; see [`Proxy`].
     pub(crate) fn start_proxy(&self) -> Proxy {
-        Proxy::start(self)
+        Proxy::start(self, &self.proxy_upstream_kubeconfig, &[])
+    }
+
+    /// Starts the built proxy with `extra_args` after the standard flags, reaching the API
+    /// server with the identity of `upstream_kubeconfig`.
+    pub(crate) fn start_proxy_with(
+        &self,
+        upstream_kubeconfig: &Path,
+        extra_args: &[&str],
+    ) -> Proxy {
+        Proxy::start(self, upstream_kubeconfig, extra_args)
     }
 
     /// Creates a new namespace `<prefix>-<unique>` in which members of `group` may edit
@@ -316,7 +332,7 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn start(env: &TestEnv) -> Proxy {
+    fn start(env: &TestEnv, upstream_kubeconfig: &Path, extra_args: &[&str]) -> Proxy {
         let dir = TempDir::new().expect("temp dir for the proxy");
         let (secure_port, readiness_port) = (free_port(), free_port());
         let stdout = dir.path().join("stdout.log");
@@ -338,7 +354,8 @@ impl Proxy {
             .arg(flag_path("--oidc-ca-file", &env.dex_ca_file))
             .arg("--oidc-username-claim=email")
             .arg("--oidc-groups-claim=groups")
-            .arg(flag_path("--kubeconfig", &env.proxy_upstream_kubeconfig))
+            .arg(flag_path("--kubeconfig", upstream_kubeconfig))
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout).expect("proxy stdout file"))
             .stderr(fs::File::create(&stderr).expect("proxy stderr file"));
@@ -391,6 +408,17 @@ impl Proxy {
     /// kubectl talking to this proxy with `token` as its bearer token, through a generated
     /// kubeconfig (server = the proxy, CA = the test CA).
     pub(crate) fn kubectl_with_token(&self, env: &TestEnv, token: &str) -> Kubectl {
+        self.kubectl_with_user(env, serde_json::json!({ "token": token }))
+    }
+
+    /// The proxy's access log (stdout) so far.
+    pub(crate) fn access_log(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// kubectl talking to this proxy as the kubeconfig `user` entry given (token, and e.g.
+    /// `as`, `as-groups`, `as-uid`, `as-user-extra`).
+    pub(crate) fn kubectl_with_user(&self, env: &TestEnv, user: Value) -> Kubectl {
         let dir = TempDir::new().expect("temp dir for a kubeconfig");
         let path = dir.path().join("kubeconfig");
         // JSON is YAML, and serde_json quotes every value correctly.
@@ -404,7 +432,7 @@ impl Proxy {
                     "certificate-authority": env.proxy_serving_ca_file,
                 },
             }],
-            "users": [{"name": "oidc-user", "user": {"token": token}}],
+            "users": [{"name": "oidc-user", "user": user}],
             "contexts": [{
                 "name": "oidc-user@kube-oidc-proxy",
                 "context": {"cluster": "kube-oidc-proxy", "user": "oidc-user"},

@@ -1,5 +1,6 @@
 //! A fake API server over TLS that records every request it receives, with routes for the
-//! behaviours the proxy must preserve (streams, redirects, slowness, upgrades).
+//! behaviours the proxy must preserve (streams, redirects, slowness, upgrades), and
+//! programmable SubjectAccessReview / TokenReview answers (`super::reviews`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::http::{empty, full, serve, Body, Handler};
 use super::pki::{server_config, TestCa};
+use super::reviews::{Reviews, SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS};
 
 /// One request as the fake API server saw it.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct FakeApiServer {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     /// Sends the next chunk of the `/watch` stream.
     watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>>,
+    /// Answers of the review APIs.
+    pub reviews: Arc<Reviews>,
 }
 
 impl FakeApiServer {
@@ -39,12 +43,15 @@ impl FakeApiServer {
         let leaf = ca.leaf("apiserver");
         let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>> = Arc::default();
+        let reviews: Arc<Reviews> = Arc::default();
         let handler: Handler = {
             let recorded = recorded.clone();
             let watch_tx = watch_tx.clone();
+            let reviews = reviews.clone();
             Arc::new(move |mut request| {
                 let recorded = recorded.clone();
                 let watch_tx = watch_tx.clone();
+                let reviews = reviews.clone();
                 Box::pin(async move {
                     let path = request.uri().path().to_string();
                     let upgrade = hyper::upgrade::on(&mut request);
@@ -65,6 +72,9 @@ impl FakeApiServer {
                         headers: parts.headers.clone(),
                         body: body.clone(),
                     });
+                    if let Some(answer) = reviews.respond(&path, &body).await {
+                        return answer;
+                    }
                     route(&path, parts, body, upgrade, watch_tx).await
                 })
             })
@@ -75,7 +85,24 @@ impl FakeApiServer {
             address,
             recorded,
             watch_tx,
+            reviews,
         }
+    }
+
+    /// The requests that were not reviews (what the proxy forwarded).
+    pub fn forwarded(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !is_review(&r.uri))
+            .collect()
+    }
+
+    /// The review requests (SubjectAccessReviews and TokenReviews), in order.
+    pub fn reviews_seen(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| is_review(&r.uri))
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -103,6 +130,14 @@ impl FakeApiServer {
     pub fn end_watch(&self) {
         self.watch_tx.lock().unwrap().take();
     }
+}
+
+fn is_review(uri: &str) -> bool {
+    let path = uri
+        .parse::<http::Uri>()
+        .map(|u| u.path().to_string())
+        .unwrap_or_default();
+    path == SUBJECT_ACCESS_REVIEWS || path == TOKEN_REVIEWS
 }
 
 fn status(code: StatusCode, body: &str) -> Response<Body> {
