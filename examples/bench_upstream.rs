@@ -75,14 +75,20 @@ fn respond(request: &Request<Incoming>, discovery: &Bytes, keys: &Bytes) -> Resp
 
 #[tokio::main]
 async fn main() {
-    let out = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: bench_upstream OUT_DIR"));
+    let out = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: bench_upstream OUT_DIR"),
+    );
     std::fs::create_dir_all(&out).unwrap();
 
     // PKI: one CA, one serving certificate for 127.0.0.1.
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "bench-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bench-ca");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let ca = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
@@ -102,7 +108,8 @@ async fn main() {
     // The issuer's key and tokens: one user, and 10,000 distinct users.
     let signer = jwt::TestKey::generate(jwt::Algorithm::RS256);
     let keys = Bytes::from(jwt::jwks(&[signer.public_jwk(Some("bench"))]));
-    let discovery = Bytes::from(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}).to_string());
+    let discovery =
+        Bytes::from(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}).to_string());
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -123,7 +130,8 @@ async fn main() {
     let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.pem().as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let private = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let private =
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -137,12 +145,16 @@ async fn main() {
     println!("PORT {port}");
 
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let (discovery, keys) = (discovery.clone(), keys.clone());
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(stream).await else { return };
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = respond(&request, &discovery, &keys);
                 async move { Ok::<_, Infallible>(response) }
