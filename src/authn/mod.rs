@@ -3,6 +3,7 @@
 //! Rules follow kube-apiserver's JWT authenticator
 //! (`staging/src/k8s.io/apiserver/plugin/pkg/authenticator/token/oidc/oidc.go`).
 
+pub mod cel;
 pub mod claims;
 pub mod issuer;
 pub mod jwk;
