@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube_oidc_proxy::authn::oidc::JwtAuthenticator;
-use kube_oidc_proxy::config::{Config, Flags};
+use kube_oidc_proxy::authn::authenticators::{AuthenticatorOptions, Authenticators};
+use kube_oidc_proxy::config::{authentication, Config, Flags};
 use kube_oidc_proxy::observe::logging;
 use kube_oidc_proxy::proxy::Proxy;
 use kube_oidc_proxy::server::{self, probe, tls, ServeSettings};
@@ -15,6 +15,9 @@ use tokio::sync::watch;
 
 /// How often the serving certificate files are checked for changes.
 const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the `--authentication-config` file is checked for changes (kube-apiserver: 1 min
+/// poll plus inotify; polling the contents alone survives ConfigMap symlink swaps).
+const AUTHENTICATION_CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -34,7 +37,7 @@ fn main() -> ExitCode {
 /// Everything that can be checked before listening, with every error collected.
 struct Parts {
     config: Config,
-    authenticator: Arc<JwtAuthenticator>,
+    authenticators: Arc<Authenticators>,
     upstream: Upstream,
     certificates: Arc<tls::ServingCertificates>,
     tls: Arc<rustls::ServerConfig>,
@@ -43,9 +46,14 @@ struct Parts {
 async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
     let config = Config::from_flags(flags).map_err(|e| e.0)?;
     let mut errors = Vec::new();
-    let authenticator = JwtAuthenticator::new(config.jwt.clone())
-        .map_err(|e| errors.push(format!("--oidc-ca-file: {e}")))
-        .ok();
+    let authenticators = Authenticators::new(
+        config.authentication.jwt.clone(),
+        AuthenticatorOptions {
+            allow_reserved_identities: config.authentication.allow_reserved_identities,
+        },
+    )
+    .map_err(|e| errors.push(e.to_string()))
+    .ok();
     let upstream = match upstream::kube_config(&config.upstream.overrides).await {
         Ok(kube_config) => Upstream::new(&kube_config, config.upstream.request_timeout)
             .map_err(|e| errors.push(e.to_string()))
@@ -63,13 +71,13 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
             .map_err(|e| errors.push(e.to_string()))
             .ok()
     });
-    match (authenticator, upstream, certificates, tls) {
-        (Some(authenticator), Some(upstream), Some(certificates), Some(tls))
+    match (authenticators, upstream, certificates, tls) {
+        (Some(authenticators), Some(upstream), Some(certificates), Some(tls))
             if errors.is_empty() =>
         {
             Ok(Parts {
                 config,
-                authenticator: Arc::new(authenticator),
+                authenticators: Arc::new(authenticators),
                 upstream,
                 certificates,
                 tls,
@@ -99,7 +107,7 @@ async fn run(flags: Flags) -> ExitCode {
     }
     let Parts {
         config,
-        authenticator,
+        authenticators,
         upstream,
         certificates,
         tls,
@@ -122,19 +130,31 @@ async fn run(flags: Flags) -> ExitCode {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Arc::new(probe::Readiness::new(authenticator.clone()));
-    let refresh = tokio::spawn(authenticator.issuer().clone().run_refresh_loop());
+    let readiness = Arc::new(probe::Readiness::new(
+        authenticators.clone(),
+        config.authentication.readiness,
+    ));
+    authenticators.start();
+    let config_watch = config.authentication.file.clone().map(|file| {
+        tokio::spawn(authenticators.clone().watch_file(
+            file.path,
+            file.contents,
+            AUTHENTICATION_CONFIG_POLL_INTERVAL,
+            authentication::parse,
+        ))
+    });
     let cert_watch = tokio::spawn(certificates.watch(CERT_POLL_INTERVAL));
     let probe_task = tokio::spawn(probe::serve_probes(
         probes,
         readiness.clone(),
         stop_rx.clone(),
     ));
-    let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()));
+    let proxy = Arc::new(Proxy::new(authenticators.clone(), upstream.clone()));
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,
         upstream = %upstream.base(),
+        issuers = ?authenticators.issuers(),
         "kube-oidc-proxy serving"
     );
     let serve = tokio::spawn(server::serve_secure(
@@ -154,7 +174,9 @@ async fn run(flags: Flags) -> ExitCode {
     readiness.set_serving(false);
     let _ = stop_tx.send(true);
     let _ = serve.await;
-    refresh.abort();
+    if let Some(config_watch) = config_watch {
+        config_watch.abort();
+    }
     cert_watch.abort();
     probe_task.abort();
     ExitCode::SUCCESS

@@ -47,7 +47,11 @@ use cel::common::ast::{
 use cel::common::types::{CelBool, CelString, DYN_TYPE, LIST_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::objects::{Key, Map};
-use cel::{Context, Env, ExecutionError, Value};
+use cel::{Context, Env, ExecutionError};
+
+/// What an expression evaluates to (the `cel` crate's value; read it with the `expect_*`
+/// functions below).
+pub use cel::Value;
 use serde_json::Value as Json;
 
 use super::UserInfo;

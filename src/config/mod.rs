@@ -1,6 +1,7 @@
 //! Configuration: flags are parsed and validated whole at the edge, every problem is reported
 //! at once, and plain structs are handed to the rest of the proxy. No other module reads flags.
 
+pub mod authentication;
 pub mod flags;
 
 use std::net::IpAddr;
@@ -9,10 +10,13 @@ use std::time::Duration;
 
 pub use flags::Flags;
 
-use crate::authn::claims::{ClaimMappings, PrefixedClaim, RequiredClaim};
+use crate::authn::claims::{PrefixedClaim, RequiredClaim};
+use crate::authn::issuer::{parse_certificate_authority, IssuerSettings};
 use crate::authn::jws::Algorithm;
+use crate::authn::mapping::{ClaimMappings, ClaimValidationRule, GroupsMapping, UsernameMapping};
 use crate::authn::oidc::JwtConfig;
 use crate::observe::logging::{LogFormat, LogSettings};
+use crate::server::probe::IssuerReadiness;
 use crate::server::tls::{parse_sni_cert_key, TlsSettings};
 use crate::upstream::{ClientOverrides, UpstreamConfig};
 
@@ -25,10 +29,33 @@ pub struct Config {
     pub tls: TlsSettings,
     /// 0 is replaced by the Go default of 100.
     pub http2_max_streams: u32,
-    pub jwt: JwtConfig,
+    pub authentication: AuthenticationSettings,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
+}
+
+/// Who may authenticate, and how readiness judges the issuers.
+#[derive(Debug, Clone)]
+pub struct AuthenticationSettings {
+    /// The JWT authenticators: one from the `--oidc-*` flags, or those of the file.
+    pub jwt: Vec<JwtConfig>,
+    /// The `--authentication-config` file they came from (watched for changes), or `None` on
+    /// the flag path.
+    pub file: Option<AuthenticationFile>,
+    /// `--allow-reserved-identities`: admit `system:` usernames and groups.
+    pub allow_reserved_identities: bool,
+    /// `--readiness-issuers`.
+    pub readiness: IssuerReadiness,
+}
+
+/// The `--authentication-config` file as it was read at startup.
+#[derive(Debug, Clone)]
+pub struct AuthenticationFile {
+    /// Where it is (re-read from here on every change).
+    pub path: PathBuf,
+    /// Its bytes when the authenticators were built from it.
+    pub contents: Vec<u8>,
 }
 
 /// Every problem found in the flags, in flag order.
@@ -95,7 +122,7 @@ impl Config {
         }
 
         let tls = tls_settings(flags, &mut errors);
-        let jwt = jwt_config(flags, &mut errors);
+        let authentication = authentication_settings(flags, &mut errors);
         let upstream = upstream_config(flags, &mut errors);
 
         let shutdown_grace = parse_go_duration(&flags.shutdown_grace_period).unwrap_or_else(|e| {
@@ -126,7 +153,7 @@ impl Config {
             } else {
                 flags.http2_max_streams_per_connection
             },
-            jwt,
+            authentication,
             upstream,
             shutdown_grace,
             log: LogSettings {
@@ -184,6 +211,90 @@ fn tls_settings(flags: &Flags, errors: &mut Vec<String>) -> TlsSettings {
     settings
 }
 
+/// The `--oidc-*` flags that were given (differ from their defaults).
+fn oidc_flags_given(flags: &Flags) -> Vec<&'static str> {
+    let mut given = Vec::new();
+    let mut check = |set: bool, name: &'static str| {
+        if set {
+            given.push(name);
+        }
+    };
+    check(!flags.oidc_issuer_url.is_empty(), "--oidc-issuer-url");
+    check(!flags.oidc_client_id.is_empty(), "--oidc-client-id");
+    check(flags.oidc_ca_file.is_some(), "--oidc-ca-file");
+    check(flags.oidc_username_claim != "sub", "--oidc-username-claim");
+    check(
+        !flags.oidc_username_prefix.is_empty(),
+        "--oidc-username-prefix",
+    );
+    check(!flags.oidc_groups_claim.is_empty(), "--oidc-groups-claim");
+    check(!flags.oidc_groups_prefix.is_empty(), "--oidc-groups-prefix");
+    check(flags.oidc_signing_algs != ["RS256"], "--oidc-signing-algs");
+    check(
+        !flags.oidc_required_claim.is_empty(),
+        "--oidc-required-claim",
+    );
+    given
+}
+
+fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> AuthenticationSettings {
+    let readiness = match flags.readiness_issuers.as_str() {
+        "all" => IssuerReadiness::All,
+        "any" => IssuerReadiness::Any,
+        other => {
+            errors.push(format!(
+                "--readiness-issuers: {other:?} is not one of \"all\", \"any\""
+            ));
+            IssuerReadiness::All
+        }
+    };
+    let (jwt, file) = match &flags.authentication_config {
+        None => (vec![jwt_config(flags, errors)], None),
+        Some(path) => {
+            // kube-apiserver: "authentication-config file and oidc-* flags are mutually
+            // exclusive".
+            let given = oidc_flags_given(flags);
+            if !given.is_empty() {
+                errors.push(format!(
+                    "--authentication-config: cannot be combined with the --oidc-* flags (given: \
+                     {}); configure the issuer in the file instead",
+                    given.join(", ")
+                ));
+            }
+            match std::fs::read(path) {
+                Err(e) => {
+                    errors.push(format!(
+                        "--authentication-config: cannot read {}: {e}",
+                        path.display()
+                    ));
+                    (Vec::new(), None)
+                }
+                Ok(contents) => {
+                    let jwt = authentication::parse(&contents).unwrap_or_else(|problems| {
+                        errors.extend(problems.into_iter().map(|problem| {
+                            format!("--authentication-config {}: {problem}", path.display())
+                        }));
+                        Vec::new()
+                    });
+                    let file = AuthenticationFile {
+                        path: path.clone(),
+                        contents,
+                    };
+                    (jwt, Some(file))
+                }
+            }
+        }
+    };
+    AuthenticationSettings {
+        jwt,
+        file,
+        allow_reserved_identities: flags.allow_reserved_identities,
+        readiness,
+    }
+}
+
+/// The `--oidc-*` flags as one authenticator of the file's model (kube-apiserver's
+/// `ToAuthenticationConfig`, k8s-semantics §1.1), with the Go proxy's username-prefix rule.
 fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
     let issuer_url = flags.oidc_issuer_url.clone();
     // kube-apiserver: "oidc-issuer-url and oidc-client-id must be specified together".
@@ -201,9 +312,26 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
             )),
         }
     }
-    if let Some(path) = &flags.oidc_ca_file {
-        check_readable("--oidc-ca-file", path, errors);
-    }
+    // kube-apiserver reads the file into `issuer.certificateAuthority`.
+    let certificate_authority =
+        flags
+            .oidc_ca_file
+            .as_ref()
+            .and_then(|path| match std::fs::read_to_string(path) {
+                Ok(pem) => {
+                    if let Err(e) = parse_certificate_authority(&pem) {
+                        errors.push(format!("--oidc-ca-file: {}: {e}", path.display()));
+                    }
+                    Some(pem)
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "--oidc-ca-file: cannot read {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            });
     if flags.oidc_username_claim.is_empty() {
         errors.push("--oidc-username-claim: must not be empty".into());
     }
@@ -253,22 +381,32 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
         other => other.to_string(),
     };
     JwtConfig {
-        issuer_url,
+        issuer: IssuerSettings {
+            certificate_authority,
+            ..IssuerSettings::new(issuer_url)
+        },
         audiences: vec![flags.oidc_client_id.clone()],
-        ca_file: flags.oidc_ca_file.clone(),
         algorithms,
-        mappings: ClaimMappings {
-            username: PrefixedClaim {
+        claim_mappings: ClaimMappings {
+            username: UsernameMapping::Claim(PrefixedClaim {
                 claim: flags.oidc_username_claim.clone(),
                 prefix: username_prefix,
-            },
-            groups: (!flags.oidc_groups_claim.is_empty()).then(|| PrefixedClaim {
-                claim: flags.oidc_groups_claim.clone(),
-                prefix: flags.oidc_groups_prefix.clone(),
+            }),
+            groups: (!flags.oidc_groups_claim.is_empty()).then(|| {
+                GroupsMapping::Claim(PrefixedClaim {
+                    claim: flags.oidc_groups_claim.clone(),
+                    prefix: flags.oidc_groups_prefix.clone(),
+                })
             }),
             uid: None,
+            extra: Vec::new(),
         },
-        required_claims,
+        // kube: each --oidc-required-claim becomes a claimValidationRules entry.
+        claim_validation_rules: required_claims
+            .into_iter()
+            .map(ClaimValidationRule::Required)
+            .collect(),
+        user_validation_rules: Vec::new(),
     }
 }
 
@@ -408,12 +546,22 @@ mod tests {
             "--oidc-required-claim=hd=example.com",
         ]);
         let config = Config::from_flags(&flags).unwrap();
-        assert_eq!(config.jwt.mappings.username.claim, "sub");
-        assert_eq!(config.jwt.mappings.username.prefix, "");
-        assert!(config.jwt.mappings.groups.is_none());
-        assert_eq!(config.jwt.algorithms, vec![Algorithm::RS256]);
-        assert_eq!(config.jwt.audiences, vec!["kube".to_string()]);
-        assert_eq!(config.jwt.required_claims[0].value, "example.com");
+        let [jwt] = config.authentication.jwt.as_slice() else {
+            panic!("one authenticator expected")
+        };
+        assert_eq!(jwt.claim_mappings, ClaimMappings::username_claim("sub", ""));
+        assert_eq!(jwt.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(jwt.audiences, vec!["kube".to_string()]);
+        assert_eq!(
+            jwt.claim_validation_rules,
+            vec![ClaimValidationRule::Required(RequiredClaim {
+                claim: "hd".into(),
+                value: "example.com".into()
+            })]
+        );
+        assert!(config.authentication.file.is_none());
+        assert!(!config.authentication.allow_reserved_identities);
+        assert_eq!(config.authentication.readiness, IssuerReadiness::All);
         assert_eq!(config.secure_port, 6443);
         assert_eq!(config.probe_port, 8080);
         assert_eq!(config.http2_max_streams, 100);

@@ -15,7 +15,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::authn::oidc::{AuthError, JwtAuthenticator};
+use crate::authn::authenticators::Authenticators;
+use crate::authn::oidc::AuthError;
 use crate::authn::{bearer_token, UserInfo};
 use crate::impersonation::set_impersonation_headers;
 use crate::observe::access_log::{self, Source};
@@ -28,9 +29,9 @@ struct RequestContext {
     uri: String,
 }
 
-/// The proxy: authenticator and upstream, shared by every connection.
+/// The proxy: authenticators and upstream, shared by every connection.
 pub struct Proxy {
-    authenticator: Arc<JwtAuthenticator>,
+    authenticators: Arc<Authenticators>,
     upstream: Upstream,
 }
 
@@ -50,10 +51,10 @@ pub fn status_response(status: Status) -> Response<Body> {
 }
 
 impl Proxy {
-    /// A proxy over an authenticator and an upstream client.
-    pub fn new(authenticator: Arc<JwtAuthenticator>, upstream: Upstream) -> Self {
+    /// A proxy over the authenticators and an upstream client.
+    pub fn new(authenticators: Arc<Authenticators>, upstream: Upstream) -> Self {
         Self {
-            authenticator,
+            authenticators,
             upstream,
         }
     }
@@ -105,11 +106,11 @@ impl Proxy {
     async fn authenticate(&self, request: &Request<Incoming>) -> Result<Arc<UserInfo>, String> {
         let token = request_token(request.headers())?;
         match self
-            .authenticator
+            .authenticators
             .authenticate(&token, SystemTime::now())
             .await
         {
-            Ok(user) => Ok(user),
+            Ok(authenticated) => Ok(authenticated.user),
             Err(AuthError::NotReady(issuer)) => {
                 tracing::warn!(%issuer, "token refused: issuer keys not loaded yet");
                 Err(format!("issuer {issuer} not initialized"))
