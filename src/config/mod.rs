@@ -529,6 +529,140 @@ mod tests {
         assert_eq!(parse(&["-P", "9090"]).readiness_probe_port, 9090);
     }
 
+    fn serving_pair(dir: &tempfile::TempDir) -> [String; 2] {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, pair.cert.pem()).unwrap();
+        std::fs::write(&key_path, pair.signing_key.serialize_pem()).unwrap();
+        [
+            format!("--tls-cert-file={}", cert_path.display()),
+            format!("--tls-private-key-file={}", key_path.display()),
+        ]
+    }
+
+    #[test]
+    fn the_authentication_config_file_replaces_the_oidc_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let [cert, key] = serving_pair(&dir);
+        let file = dir.path().join("authn.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer: {url: 'https://a.example', audiences: [kube]}
+  claimMappings: {username: {claim: sub, prefix: 'a:'}}
+- issuer: {url: 'https://b.example', audiences: [kube]}
+  claimMappings: {username: {expression: \"'b:' + claims.sub\"}}
+",
+        )
+        .unwrap();
+        let file_flag = format!("--authentication-config={}", file.display());
+        let config = Config::from_flags(&parse(&[
+            &file_flag,
+            &cert,
+            &key,
+            "--allow-reserved-identities",
+            "--readiness-issuers=any",
+        ]))
+        .unwrap();
+        let urls: Vec<&str> = config
+            .authentication
+            .jwt
+            .iter()
+            .map(|jwt| jwt.issuer.url.as_str())
+            .collect();
+        assert_eq!(urls, ["https://a.example", "https://b.example"]);
+        let source = config.authentication.file.unwrap();
+        assert_eq!(source.path, file);
+        assert_eq!(source.contents, std::fs::read(&file).unwrap());
+        assert!(config.authentication.allow_reserved_identities);
+        assert_eq!(config.authentication.readiness, IssuerReadiness::Any);
+
+        // kube-apiserver: the file and the --oidc-* flags are mutually exclusive.
+        let errors = Config::from_flags(&parse(&[
+            &file_flag,
+            &cert,
+            &key,
+            "--oidc-issuer-url=https://a.example",
+            "--oidc-groups-claim=groups",
+        ]))
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            errors,
+            [
+                "--authentication-config: cannot be combined with the --oidc-* flags (given: \
+              --oidc-issuer-url, --oidc-groups-claim); configure the issuer in the file instead"
+            ]
+        );
+
+        // File problems are reported with the file's name, with the other flags' problems.
+        std::fs::write(
+            &file,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt: []\n",
+        )
+        .unwrap();
+        let errors = Config::from_flags(&parse(&[&file_flag, "--readiness-issuers=most"]))
+            .unwrap_err()
+            .0;
+        let joined = errors.join("\n");
+        for expected in [
+            "--tls-cert-file: required",
+            "--readiness-issuers: \"most\" is not one of \"all\", \"any\"",
+            &format!(
+                "--authentication-config {}: jwt: Required value",
+                file.display()
+            ),
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
+        let missing = format!(
+            "--authentication-config={}",
+            dir.path().join("none.yaml").display()
+        );
+        let errors = Config::from_flags(&parse(&[&missing, &cert, &key]))
+            .unwrap_err()
+            .0;
+        assert!(
+            errors[0].starts_with("--authentication-config: cannot read "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_oidc_ca_file_content_is_the_certificate_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let [cert, key] = serving_pair(&dir);
+        let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.cert.pem()).unwrap();
+        let flags = |ca: &std::path::Path| {
+            parse(&[
+                "--oidc-issuer-url=https://issuer.example",
+                "--oidc-client-id=kube",
+                &format!("--oidc-ca-file={}", ca.display()),
+                &cert,
+                &key,
+            ])
+        };
+        let config = Config::from_flags(&flags(&ca_path)).unwrap();
+        assert_eq!(
+            config.authentication.jwt[0]
+                .issuer
+                .certificate_authority
+                .as_deref(),
+            Some(ca.cert.pem().as_str())
+        );
+        std::fs::write(&ca_path, "garbage").unwrap();
+        let errors = Config::from_flags(&flags(&ca_path)).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("--oidc-ca-file: "), "{errors:?}");
+    }
+
     #[test]
     fn username_prefix_dash_means_none_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
