@@ -15,9 +15,6 @@ use tokio::sync::watch;
 
 /// How often the serving certificate files are checked for changes.
 const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-/// How often the `--authentication-config` file is checked for changes (kube-apiserver: 1 min
-/// poll plus inotify; polling the contents alone survives ConfigMap symlink swaps).
-const AUTHENTICATION_CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -139,7 +136,7 @@ async fn run(flags: Flags) -> ExitCode {
         tokio::spawn(authenticators.clone().watch_file(
             file.path,
             file.contents,
-            AUTHENTICATION_CONFIG_POLL_INTERVAL,
+            file.reload_interval,
             authentication::parse,
         ))
     });

@@ -96,6 +96,11 @@ pub struct Flags {
     #[arg(long, help_heading = "Authentication")]
     pub authentication_config: Option<PathBuf>,
 
+    /// How often the --authentication-config file is checked for changes (its contents are
+    /// compared, which also catches Kubernetes ConfigMap symlink swaps).
+    #[arg(long, default_value = "10s", help_heading = "Authentication")]
+    pub authentication_config_reload_interval: String,
+
     /// Admit tokens whose mapped username or any group starts with "system:" (Kubernetes'
     /// own identities, such as system:masters or system:serviceaccount:*). Refused by default.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value = "false",

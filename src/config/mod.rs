@@ -56,6 +56,8 @@ pub struct AuthenticationFile {
     pub path: PathBuf,
     /// Its bytes when the authenticators were built from it.
     pub contents: Vec<u8>,
+    /// `--authentication-config-reload-interval`: how often it is checked for changes.
+    pub reload_interval: Duration,
 }
 
 /// Every problem found in the flags, in flag order.
@@ -270,6 +272,22 @@ fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> Authentic
                     (Vec::new(), None)
                 }
                 Ok(contents) => {
+                    let reload_interval =
+                        match parse_go_duration(&flags.authentication_config_reload_interval) {
+                            Ok(interval) if !interval.is_zero() => interval,
+                            Ok(_) => {
+                                errors.push(
+                                    "--authentication-config-reload-interval: must be positive"
+                                        .into(),
+                                );
+                                Duration::from_secs(10)
+                            }
+                            Err(e) => {
+                                errors
+                                    .push(format!("--authentication-config-reload-interval: {e}"));
+                                Duration::from_secs(10)
+                            }
+                        };
                     let jwt = authentication::parse(&contents).unwrap_or_else(|problems| {
                         errors.extend(problems.into_iter().map(|problem| {
                             format!("--authentication-config {}: {problem}", path.display())
@@ -279,6 +297,7 @@ fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> Authentic
                     let file = AuthenticationFile {
                         path: path.clone(),
                         contents,
+                        reload_interval,
                     };
                     (jwt, Some(file))
                 }
@@ -576,6 +595,7 @@ jwt:
         let source = config.authentication.file.unwrap();
         assert_eq!(source.path, file);
         assert_eq!(source.contents, std::fs::read(&file).unwrap());
+        assert_eq!(source.reload_interval, Duration::from_secs(10));
         assert!(config.authentication.allow_reserved_identities);
         assert_eq!(config.authentication.readiness, IssuerReadiness::Any);
 
