@@ -6,6 +6,8 @@
 //! (`scripts/test` sets it). Without it the tests skip, except under CI (`CI` set), where a
 //! skipped end-to-end suite would hide a broken setup, so they fail.
 
+pub(crate) mod ci_issuer;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -217,7 +219,25 @@ impl TestEnv {
 
     /// Starts the built proxy against this cluster; see [`Proxy`].
     pub(crate) fn start_proxy(&self) -> Proxy {
-        Proxy::start(self)
+        Proxy::start(self, &self.dex_oidc_flags())
+    }
+
+    /// Starts the built proxy with `authentication` flags (e.g. `--authentication-config`)
+    /// instead of the Dex `--oidc-*` flags.
+    #[allow(dead_code)] // tests/e2e_authentication.rs
+    pub(crate) fn start_proxy_with(&self, authentication: &[String]) -> Proxy {
+        Proxy::start(self, authentication)
+    }
+
+    /// The Go kube-oidc-proxy flags of a deployment in front of Dex.
+    fn dex_oidc_flags(&self) -> Vec<String> {
+        vec![
+            format!("--oidc-issuer-url={}", self.dex_issuer_url),
+            format!("--oidc-client-id={}", self.dex_client_id),
+            flag_path("--oidc-ca-file", &self.dex_ca_file),
+            "--oidc-username-claim=email".to_owned(),
+            "--oidc-groups-claim=groups".to_owned(),
+        ]
     }
 
     /// Creates a new namespace `<prefix>-<unique>` in which members of `group` may edit
@@ -316,7 +336,7 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn start(env: &TestEnv) -> Proxy {
+    fn start(env: &TestEnv, authentication: &[String]) -> Proxy {
         let dir = TempDir::new().expect("temp dir for the proxy");
         let (secure_port, readiness_port) = (free_port(), free_port());
         let stdout = dir.path().join("stdout.log");
@@ -333,11 +353,7 @@ impl Proxy {
             .arg(format!("--readiness-probe-port={readiness_port}"))
             .arg(flag_path("--tls-cert-file", &env.proxy_serving_cert))
             .arg(flag_path("--tls-private-key-file", &env.proxy_serving_key))
-            .arg(format!("--oidc-issuer-url={}", env.dex_issuer_url))
-            .arg(format!("--oidc-client-id={}", env.dex_client_id))
-            .arg(flag_path("--oidc-ca-file", &env.dex_ca_file))
-            .arg("--oidc-username-claim=email")
-            .arg("--oidc-groups-claim=groups")
+            .args(authentication)
             .arg(flag_path("--kubeconfig", &env.proxy_upstream_kubeconfig))
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout).expect("proxy stdout file"))
@@ -377,6 +393,12 @@ impl Proxy {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Everything the proxy wrote to stderr (its diagnostic log) so far.
+    #[allow(dead_code)] // tests/e2e_authentication.rs
+    pub(crate) fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// The proxy's output so far (the last lines), for failure messages.
