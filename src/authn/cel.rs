@@ -399,8 +399,12 @@ pub fn expect_string_list(value: Value) -> Result<Vec<String>, EvalError> {
 fn describe(error: &ExecutionError) -> String {
     let kind = |value: &Value| value.type_of().to_string();
     match error {
-        ExecutionError::NoSuchKey(key) => format!("no such key: {key}"),
-        ExecutionError::UndeclaredReference(name) => format!("undeclared reference to '{name}'"),
+        // A key may come from a claim (`claims.m[claims.k]`): control characters are escaped
+        // so it cannot forge log lines.
+        ExecutionError::NoSuchKey(key) => format!("no such key: {}", key.escape_debug()),
+        ExecutionError::UndeclaredReference(name) => {
+            format!("undeclared reference to '{}'", name.escape_debug())
+        }
         ExecutionError::NoSuchOverload(overload) => overload.to_string(),
         ExecutionError::UnexpectedType { got, want } => {
             format!("unexpected type: got '{got}', want '{want}'")
@@ -1345,6 +1349,18 @@ mod tests {
         assert!(!find("claims.sub", "email"));
         assert!(!find("claims.nested.email", "email"));
         assert!(!find("'claims.email'", "email"));
+    }
+
+    #[test]
+    fn keys_from_claims_cannot_forge_log_lines() {
+        let error = eval(
+            "claims.m[claims.k]",
+            json!({"m": {}, "k": "x\nAuSuccess forged"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error, "no such key: x\\nAuSuccess forged");
+        assert!(!error.contains('\n'));
     }
 
     #[test]
