@@ -1130,6 +1130,17 @@ mod tests {
             ("sets.intersects(claims.groups, ['qa'])", Value::Bool(false)),
             ("['b', 'a'].sort()", strings(&["a", "b"])),
             ("['a', 'a'].distinct()", strings(&["a"])),
+            ("['b', 'a'].reverse()", strings(&["a", "b"])),
+            ("['a', 'b', 'c'].slice(1, 2)", strings(&["b"])),
+            ("[['a'], ['b']].flatten()", strings(&["a", "b"])),
+            ("['bb', 'a'].sortBy(s, s.size())", strings(&["a", "bb"])),
+            ("claims.repository.charAt(0)", string("a")),
+            ("'a/b/c'.lastIndexOf('/')", Value::Int(3)),
+            ("'shop'.reverse()", string("pohs")),
+            ("strings.quote('a\"b')", string("\"a\\\"b\"")),
+            ("claims.?environment.hasValue()", Value::Bool(false)),
+            ("optional.of(claims.ref).orValue('')", string("refs/heads/main")),
+            ("double(claims.n) / 2.0 == 1.5", Value::Bool(true)),
         ];
         for (source, expected) in cases {
             assert_eq!(&eval(source, gha.clone()).unwrap(), expected, "{source}");
