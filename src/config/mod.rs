@@ -29,6 +29,7 @@ pub struct Config {
     pub tls: TlsSettings,
     /// 0 is replaced by the Go default of 100.
     pub http2_max_streams: u32,
+    /// The issuers (from the `--oidc-*` flags or `--authentication-config`) and their policy.
     pub authentication: AuthenticationSettings,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
