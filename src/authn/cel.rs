@@ -1139,7 +1139,10 @@ mod tests {
             ("'shop'.reverse()", string("pohs")),
             ("strings.quote('a\"b')", string("\"a\\\"b\"")),
             ("claims.?environment.hasValue()", Value::Bool(false)),
-            ("optional.of(claims.ref).orValue('')", string("refs/heads/main")),
+            (
+                "optional.of(claims.ref).orValue('')",
+                string("refs/heads/main"),
+            ),
             ("double(claims.n) / 2.0 == 1.5", Value::Bool(true)),
         ];
         for (source, expected) in cases {
