@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kube_oidc_proxy::authn::oidc::JwtAuthenticator;
-use kube_oidc_proxy::config::{Config, Flags};
+use kube_oidc_proxy::authn::authenticators::{AuthenticatorOptions, Authenticators};
+use kube_oidc_proxy::config::{authentication, Config, Flags};
 use kube_oidc_proxy::observe::logging;
 use kube_oidc_proxy::proxy::identity::IdentityForwarding;
 use kube_oidc_proxy::proxy::Proxy;
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 /// Everything that can be checked before listening, with every error collected.
 struct Parts {
     config: Config,
-    authenticator: Arc<JwtAuthenticator>,
+    authenticators: Arc<Authenticators>,
     upstream: Upstream,
     identity: IdentityForwarding,
     certificates: Arc<tls::ServingCertificates>,
@@ -46,9 +46,14 @@ struct Parts {
 async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
     let config = Config::from_flags(flags).map_err(|e| e.0)?;
     let mut errors = Vec::new();
-    let authenticator = JwtAuthenticator::new(config.jwt.clone())
-        .map_err(|e| errors.push(format!("--oidc-ca-file: {e}")))
-        .ok();
+    let authenticators = Authenticators::new(
+        config.authentication.jwt.clone(),
+        AuthenticatorOptions {
+            allow_reserved_identities: config.authentication.allow_reserved_identities,
+        },
+    )
+    .map_err(|e| errors.push(e.to_string()))
+    .ok();
     let (upstream, identity) = match upstream::kube_config(&config.upstream.overrides).await {
         Ok(kube_config) => (
             Upstream::new(&kube_config, config.upstream.request_timeout)
@@ -69,13 +74,13 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
             .map_err(|e| errors.push(e.to_string()))
             .ok()
     });
-    match (authenticator, upstream, identity, certificates, tls) {
-        (Some(authenticator), Some(upstream), Some(identity), Some(certificates), Some(tls))
+    match (authenticators, upstream, identity, certificates, tls) {
+        (Some(authenticators), Some(upstream), Some(identity), Some(certificates), Some(tls))
             if errors.is_empty() =>
         {
             Ok(Parts {
                 config,
-                authenticator: Arc::new(authenticator),
+                authenticators: Arc::new(authenticators),
                 upstream,
                 identity,
                 certificates,
@@ -133,7 +138,7 @@ async fn run(flags: Flags) -> ExitCode {
     }
     let Parts {
         config,
-        authenticator,
+        authenticators,
         upstream,
         identity,
         certificates,
@@ -157,19 +162,32 @@ async fn run(flags: Flags) -> ExitCode {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Arc::new(probe::Readiness::new(authenticator.clone()));
-    let refresh = tokio::spawn(authenticator.issuer().clone().run_refresh_loop());
+    let readiness = Arc::new(probe::Readiness::new(
+        authenticators.clone(),
+        config.authentication.readiness,
+    ));
+    authenticators.start();
+    let config_watch = config.authentication.file.clone().map(|file| {
+        tokio::spawn(authenticators.clone().watch_file(
+            file.path,
+            file.contents,
+            file.reload_interval,
+            authentication::parse,
+        ))
+    });
     let cert_watch = tokio::spawn(certificates.watch(CERT_POLL_INTERVAL));
     let probe_task = tokio::spawn(probe::serve_probes(
         probes,
         readiness.clone(),
         stop_rx.clone(),
     ));
-    let proxy = Arc::new(Proxy::new(authenticator, upstream.clone()).with_identity(identity));
+    let proxy =
+        Arc::new(Proxy::new(authenticators.clone(), upstream.clone()).with_identity(identity));
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,
         upstream = %upstream.base(),
+        issuers = ?authenticators.issuers(),
         "kube-oidc-proxy serving"
     );
     let serve = tokio::spawn(server::serve_secure(
@@ -189,7 +207,9 @@ async fn run(flags: Flags) -> ExitCode {
     readiness.set_serving(false);
     let _ = stop_tx.send(true);
     let _ = serve.await;
-    refresh.abort();
+    if let Some(config_watch) = config_watch {
+        config_watch.abort();
+    }
     cert_watch.abort();
     probe_task.abort();
     ExitCode::SUCCESS

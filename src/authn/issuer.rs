@@ -1,7 +1,9 @@
 //! One OIDC issuer's signing keys: discovery document, JWKS, refresh.
 //!
-//! Discovery follows kube-apiserver (k8s-semantics §1.5): `GET <issuer>/.well-known/openid-configuration`,
-//! whose `issuer` must equal the configured URL byte for byte, then `jwks_uri`. Deliberate
+//! Discovery follows kube-apiserver (k8s-semantics §1.5): `GET <issuer>/.well-known/openid-configuration`
+//! (or the configured `discoveryURL` instead), whose `issuer` must equal the configured URL byte
+//! for byte, then `jwks_uri`. TLS trusts the configured `certificateAuthority` (PEM) or else the
+//! host's roots. Deliberate
 //! differences, both stricter or safer:
 //! - an unknown `kid` triggers a refetch whatever the JWKS cache headers say (go-oidc v2 would wait
 //!   for the cached set to expire), but at most one fetch runs at a time per issuer and forced
@@ -11,7 +13,6 @@
 //!
 //! Keys are swapped whole (`ArcSwap`); readers never wait on a refresh.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,9 +47,9 @@ const MIN_KEY_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// Why the issuer's keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
-    /// The CA bundle could not be read or holds no certificate.
-    #[error("reading CA file {path}: {reason}")]
-    CaFile { path: PathBuf, reason: String },
+    /// The certificate authority is not a PEM bundle of certificates.
+    #[error("certificate authority: {0}")]
+    CertificateAuthority(String),
     /// The host's root CAs could not be loaded.
     #[error("loading system root CAs: {0}")]
     SystemRoots(String),
@@ -97,6 +98,7 @@ pub enum IssuerHealth {
 
 /// An OIDC issuer and its current signing keys.
 pub struct Issuer {
+    settings: IssuerSettings,
     issuer_url: String,
     discovery_url: String,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -115,27 +117,56 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
-fn root_store(ca_file: Option<&PathBuf>) -> Result<rustls::RootCertStore, IssuerError> {
+/// Where an issuer is and how to reach it: the parts of its configuration that its keys depend
+/// on. Two authenticators with equal settings can share one [`Issuer`] (and its keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IssuerSettings {
+    /// `issuer.url`: must equal the token's `iss` and the discovery document's `issuer`.
+    pub url: String,
+    /// `issuer.discoveryURL`: fetched instead of `<url>/.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// `issuer.certificateAuthority`: PEM certificates trusted for the issuer's TLS instead of
+    /// the host's roots (`--oidc-ca-file`'s content on the flag path).
+    pub certificate_authority: Option<String>,
+}
+
+impl IssuerSettings {
+    /// Settings for `url` with discovery at its well-known path and the host's roots.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            discovery_url: None,
+            certificate_authority: None,
+        }
+    }
+}
+
+/// The certificates of a PEM bundle; at least one, every one parsable as X.509 by rustls
+/// (kube: `cert.NewPoolFromBytes`).
+pub fn parse_certificate_authority(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| IssuerError::CaFile {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(IssuerError::CaFile {
-                    path: path.clone(),
-                    reason: "no PEM certificate found".into(),
-                });
-            }
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(certs)
+}
+
+fn root_store(certificate_authority: Option<&str>) -> Result<rustls::RootCertStore, IssuerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match certificate_authority {
+        Some(pem) => {
+            let certs =
+                parse_certificate_authority(pem).map_err(IssuerError::CertificateAuthority)?;
             for cert in certs {
-                roots.add(cert).map_err(|e| IssuerError::CaFile {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| IssuerError::CertificateAuthority(e.to_string()))?;
             }
         }
         None => {
@@ -163,8 +194,8 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
 
 impl Issuer {
     /// Prepares an issuer; no network traffic happens until [`Issuer::refresh`].
-    pub fn new(issuer_url: &str, ca_file: Option<&PathBuf>) -> Result<Self, IssuerError> {
-        let roots = root_store(ca_file)?;
+    pub fn new(settings: &IssuerSettings) -> Result<Self, IssuerError> {
+        let roots = root_store(settings.certificate_authority.as_deref())?;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -178,12 +209,19 @@ impl Issuer {
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self {
-            issuer_url: issuer_url.to_string(),
-            discovery_url: format!(
+        let issuer_url = settings.url.clone();
+        // kube: `discoveryURL` replaces exactly the discovery GET; otherwise go-oidc's
+        // `TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"`.
+        let discovery_url = settings.discovery_url.clone().unwrap_or_else(|| {
+            format!(
                 "{}/.well-known/openid-configuration",
                 issuer_url.trim_end_matches('/')
-            ),
+            )
+        });
+        Ok(Self {
+            settings: settings.clone(),
+            issuer_url,
+            discovery_url,
             client,
             snapshot: ArcSwapOption::empty(),
             fetch_lock: Mutex::new(None),
@@ -194,6 +232,11 @@ impl Issuer {
     /// The configured issuer URL.
     pub fn url(&self) -> &str {
         &self.issuer_url
+    }
+
+    /// The settings this issuer was built from.
+    pub fn settings(&self) -> &IssuerSettings {
+        &self.settings
     }
 
     /// The current keys, if any were ever loaded.
@@ -362,6 +405,16 @@ impl Issuer {
     /// [`INITIAL_RETRY_INTERVAL`], then refreshes at the interval the JWKS response asked for
     /// (retrying failures at the initial interval).
     pub async fn run_refresh_loop(self: Arc<Self>) {
+        // Keys loaded just before (a reload loads a new issuer's keys first) are not fetched
+        // again at once.
+        let fresh = self
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| s.refresh_interval.saturating_sub(s.fetched_at.elapsed()));
+        if let Some(wait) = fresh {
+            tokio::time::sleep(wait).await;
+        }
         loop {
             let wait = match self.refresh().await {
                 Ok(()) => self
@@ -405,11 +458,12 @@ mod tests {
     }
 
     fn test_issuer() -> Issuer {
-        let dir = tempfile::tempdir().unwrap();
         let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, ca.cert.pem()).unwrap();
-        Issuer::new("https://issuer.example", Some(&path)).unwrap()
+        Issuer::new(&IssuerSettings {
+            certificate_authority: Some(ca.cert.pem()),
+            ..IssuerSettings::new("https://issuer.example")
+        })
+        .unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -428,11 +482,37 @@ mod tests {
     }
 
     #[test]
-    fn ca_file_without_certificates_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, "not a certificate").unwrap();
-        let err = Issuer::new("https://issuer.example", Some(&path)).unwrap_err();
+    fn a_certificate_authority_without_certificates_is_an_error() {
+        let err = Issuer::new(&IssuerSettings {
+            certificate_authority: Some("not a certificate".into()),
+            ..IssuerSettings::new("https://issuer.example")
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert!(parse_certificate_authority("").is_err());
+        let ca = rcgen::generate_simple_self_signed(vec!["a.example".to_string()]).unwrap();
+        assert_eq!(
+            parse_certificate_authority(&ca.cert.pem()).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn discovery_url_replaces_the_well_known_path() {
+        let well_known = Issuer::new(&IssuerSettings::new("https://issuer.example/a/")).unwrap();
+        assert_eq!(
+            well_known.discovery_url,
+            "https://issuer.example/a/.well-known/openid-configuration"
+        );
+        let explicit = Issuer::new(&IssuerSettings {
+            discovery_url: Some("https://internal.svc/d/.well-known/openid-configuration".into()),
+            ..IssuerSettings::new("https://issuer.example/a/")
+        })
+        .unwrap();
+        assert_eq!(
+            explicit.discovery_url,
+            "https://internal.svc/d/.well-known/openid-configuration"
+        );
+        assert_eq!(explicit.url(), "https://issuer.example/a/");
     }
 }

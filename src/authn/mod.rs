@@ -3,10 +3,13 @@
 //! Rules follow kube-apiserver's JWT authenticator
 //! (`staging/src/k8s.io/apiserver/plugin/pkg/authenticator/token/oidc/oidc.go`).
 
+pub mod authenticators;
+pub mod cel;
 pub mod claims;
 pub mod issuer;
 pub mod jwk;
 pub mod jws;
+pub mod mapping;
 pub mod oidc;
 
 use std::collections::BTreeMap;

@@ -3,17 +3,18 @@
 //! Steps in order, as kube-apiserver's `AuthenticateToken` (k8s-semantics §1.3):
 //! the unverified `iss` routes the token (not ours → [`AuthError::NotMine`]); the JWS signature
 //! is checked against the issuer's keys (one refetch on an unknown `kid`); the standard claims
-//! (`iss`, `aud`, `exp`, `nbf`) and then the claim mappings and required claims decide the user.
+//! (`iss`, `aud`, `exp`, `nbf`), then the claim mappings and validation rules
+//! ([`super::mapping`]) decide the user.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use quick_cache::sync::Cache;
 
-use super::claims::{self, ClaimError, ClaimMappings, RequiredClaim, ValidationRules};
-use super::issuer::{Issuer, IssuerError, IssuerHealth};
+use super::claims::{self, ClaimError, ValidationRules};
+use super::issuer::{Issuer, IssuerError, IssuerHealth, IssuerSettings};
 use super::jws::{self, Algorithm, JwsError};
+use super::mapping::{self, ClaimMappings, ClaimValidationRule, UserValidationRule};
 use super::UserInfo;
 
 /// Verified tokens remembered at most this long (and never past their `exp`).
@@ -21,20 +22,25 @@ const CACHE_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// Distinct tokens remembered.
 const CACHE_CAPACITY: usize = 10_000;
 
-/// One JWT issuer's configuration, whether from `--oidc-*` flags or (later) a structured
-/// authentication configuration file.
+/// One JWT authenticator's configuration: a `jwt` entry of kube-apiserver's
+/// `AuthenticationConfiguration`, which the `--oidc-*` flags are also turned into (as
+/// kube-apiserver turns them, k8s-semantics §1.1), so both take the same path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtConfig {
-    /// Must equal the token's `iss` and the discovery document's `issuer` byte for byte.
-    pub issuer_url: String,
-    /// A token is accepted when its `aud` contains any of these.
+    /// `issuer.url`, `issuer.discoveryURL`, `issuer.certificateAuthority`.
+    pub issuer: IssuerSettings,
+    /// `issuer.audiences`: a token is accepted when its `aud` contains any of these
+    /// (`MatchAny`).
     pub audiences: Vec<String>,
-    /// CA bundle for the issuer's TLS; the host's roots when absent.
-    pub ca_file: Option<PathBuf>,
-    /// Accepted JWS algorithms.
+    /// Accepted JWS algorithms: `--oidc-signing-algs` on the flag path, kube's nine on the
+    /// file path.
     pub algorithms: Vec<Algorithm>,
-    pub mappings: ClaimMappings,
-    pub required_claims: Vec<RequiredClaim>,
+    /// `claimMappings`.
+    pub claim_mappings: ClaimMappings,
+    /// `claimValidationRules` (`--oidc-required-claim` on the flag path).
+    pub claim_validation_rules: Vec<ClaimValidationRule>,
+    /// `userValidationRules`.
+    pub user_validation_rules: Vec<UserValidationRule>,
 }
 
 /// Why a token was not accepted. Only the log sees these; the client gets `Unauthorized`.
@@ -52,6 +58,14 @@ pub enum AuthError {
     /// A claim check or mapping failed.
     #[error("oidc: {0}")]
     Claims(#[from] ClaimError),
+    /// No configured issuer is the token's unverified `iss` (or it has none): kube-apiserver's
+    /// "not mine" from every JWT authenticator, hence unauthenticated.
+    #[error("token issuer is not a configured issuer")]
+    UnknownIssuer,
+    /// The mapped user is one of Kubernetes' own identities and `--allow-reserved-identities`
+    /// is off.
+    #[error("{0}")]
+    Reserved(#[from] super::authenticators::ReservedIdentity),
 }
 
 #[derive(Clone)]
@@ -72,7 +86,7 @@ pub struct JwtAuthenticator {
 impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtAuthenticator")
-            .field("issuer", &self.config.issuer_url)
+            .field("issuer", &self.config.issuer.url)
             .finish_non_exhaustive()
     }
 }
@@ -85,18 +99,32 @@ fn token_key(token: &str) -> [u8; 32] {
 }
 
 impl JwtAuthenticator {
-    /// Builds the authenticator; keys load later (see [`Issuer::run_refresh_loop`]).
+    /// Builds the authenticator with a new issuer; keys load later (see
+    /// [`Issuer::run_refresh_loop`]).
     pub fn new(config: JwtConfig) -> Result<Self, IssuerError> {
-        let issuer = Arc::new(Issuer::new(&config.issuer_url, config.ca_file.as_ref())?);
-        Ok(Self {
+        let issuer = Arc::new(Issuer::new(&config.issuer)?);
+        Ok(Self::with_issuer(config, issuer))
+    }
+
+    /// Builds the authenticator on an existing issuer (whose keys it shares), e.g. when a
+    /// reloaded configuration keeps the issuer but changes its rules. The verified-token cache
+    /// always starts empty, so no user mapped under old rules survives.
+    pub fn with_issuer(config: JwtConfig, issuer: Arc<Issuer>) -> Self {
+        debug_assert_eq!(issuer.settings(), &config.issuer);
+        Self {
             rules: ValidationRules {
-                issuer: config.issuer_url.clone(),
+                issuer: config.issuer.url.clone(),
                 audiences: config.audiences.clone(),
             },
             config,
             issuer,
             cache: Cache::new(CACHE_CAPACITY),
-        })
+        }
+    }
+
+    /// The configuration this authenticator runs.
+    pub fn config(&self) -> &JwtConfig {
+        &self.config
     }
 
     /// The issuer, for its refresh loop and readiness.
@@ -123,14 +151,14 @@ impl JwtAuthenticator {
             self.cache.remove(&key);
         }
         match jws::unverified_issuer(token) {
-            Some(iss) if iss == self.config.issuer_url => {}
-            _ => return Err(AuthError::NotMine(self.config.issuer_url.clone())),
+            Some(iss) if iss == self.config.issuer.url => {}
+            _ => return Err(AuthError::NotMine(self.config.issuer.url.clone())),
         }
         let decoded = jws::decode(token)?;
         let mut keys = self
             .issuer
             .keys()
-            .ok_or_else(|| AuthError::NotReady(self.config.issuer_url.clone()))?;
+            .ok_or_else(|| AuthError::NotReady(self.config.issuer.url.clone()))?;
         loop {
             match jws::verify(&decoded, &keys, &self.config.algorithms) {
                 Ok(()) => break,
@@ -145,10 +173,11 @@ impl JwtAuthenticator {
         }
         let claims = claims::parse_claims(decoded.payload())?;
         let expiry = claims::validate_standard(&claims, &self.rules, now)?;
-        let user = Arc::new(claims::map_user(
+        let user = Arc::new(mapping::map_user(
             &claims,
-            &self.config.mappings,
-            &self.config.required_claims,
+            &self.config.claim_mappings,
+            &self.config.claim_validation_rules,
+            &self.config.user_validation_rules,
         )?);
         let valid_until = expiry.min(now + CACHE_MAX_AGE);
         self.cache.insert(
@@ -165,7 +194,6 @@ impl JwtAuthenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authn::claims::PrefixedClaim;
     use crate::authn::jwk::JwkSet;
     use crate::authn::jws::testing::{jwks, TestKey};
     use serde_json::json;
@@ -173,32 +201,25 @@ mod tests {
 
     const ISSUER: &str = "https://issuer.example";
 
-    fn authenticator(dir: &tempfile::TempDir) -> JwtAuthenticator {
+    fn authenticator() -> JwtAuthenticator {
         let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, ca.cert.pem()).unwrap();
         JwtAuthenticator::new(JwtConfig {
-            issuer_url: ISSUER.into(),
-            audiences: vec!["kube".into()],
-            ca_file: Some(path),
-            algorithms: vec![Algorithm::RS256],
-            mappings: ClaimMappings {
-                username: PrefixedClaim {
-                    claim: "sub".into(),
-                    prefix: "oidc:".into(),
-                },
-                groups: None,
-                uid: None,
+            issuer: IssuerSettings {
+                certificate_authority: Some(ca.cert.pem()),
+                ..IssuerSettings::new(ISSUER)
             },
-            required_claims: vec![],
+            audiences: vec!["kube".into()],
+            algorithms: vec![Algorithm::RS256],
+            claim_mappings: ClaimMappings::username_claim("sub", "oidc:"),
+            claim_validation_rules: vec![],
+            user_validation_rules: vec![],
         })
         .unwrap()
     }
 
     #[tokio::test]
     async fn verified_tokens_are_cached_but_never_past_exp() {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = authenticator(&dir);
+        let auth = authenticator();
         let key = TestKey::generate(Algorithm::RS256);
         auth.issuer()
             .store_keys(JwkSet::from_json(&jwks(&[key.public_jwk(Some("k"))])).unwrap());
@@ -233,8 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_of_other_issuers_and_unready_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = authenticator(&dir);
+        let auth = authenticator();
         let key = TestKey::generate(Algorithm::RS256);
         let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let mine = key.token(

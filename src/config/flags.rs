@@ -129,6 +129,29 @@ pub struct Flags {
     #[arg(long, help_heading = "OIDC")]
     pub oidc_required_claim: Vec<String>,
 
+    // ---- Authentication ----
+    /// A kube-apiserver AuthenticationConfiguration file (apiserver.config.k8s.io/v1 or
+    /// v1beta1): any number of JWT issuers with CEL claim mappings and validation rules. Re-read
+    /// when it changes (an invalid new version is logged and the old one kept). Cannot be
+    /// combined with the --oidc-* flags. See docs/authentication.md.
+    #[arg(long, help_heading = "Authentication")]
+    pub authentication_config: Option<PathBuf>,
+
+    /// How often the --authentication-config file is checked for changes (its contents are
+    /// compared, which also catches Kubernetes ConfigMap symlink swaps).
+    #[arg(long, default_value = "10s", help_heading = "Authentication")]
+    pub authentication_config_reload_interval: String,
+
+    /// Admit tokens whose mapped username or any group starts with "system:" (Kubernetes'
+    /// own identities, such as system:masters or system:serviceaccount:*). Refused by default.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", help_heading = "Authentication")]
+    pub allow_reserved_identities: bool,
+
+    /// When /ready answers 200: "all" configured issuers have fresh keys, or "any" one has.
+    #[arg(long, default_value = "all", help_heading = "Authentication")]
+    pub readiness_issuers: String,
+
     // ---- Secure Serving ----
     /// The IP address on which to serve HTTPS.
     #[arg(long, default_value = "0.0.0.0", help_heading = "Secure Serving")]

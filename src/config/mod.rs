@@ -1,6 +1,7 @@
 //! Configuration: flags are parsed and validated whole at the edge, every problem is reported
 //! at once, and plain structs are handed to the rest of the proxy. No other module reads flags.
 
+pub mod authentication;
 pub mod flags;
 mod identity;
 
@@ -10,11 +11,14 @@ use std::time::Duration;
 
 pub use flags::Flags;
 
-use crate::authn::claims::{ClaimMappings, PrefixedClaim, RequiredClaim};
+use crate::authn::claims::{PrefixedClaim, RequiredClaim};
+use crate::authn::issuer::{parse_certificate_authority, IssuerSettings};
 use crate::authn::jws::Algorithm;
+use crate::authn::mapping::{ClaimMappings, ClaimValidationRule, GroupsMapping, UsernameMapping};
 use crate::authn::oidc::JwtConfig;
 use crate::observe::logging::{LogFormat, LogSettings};
 use crate::proxy::identity::IdentitySettings;
+use crate::server::probe::IssuerReadiness;
 use crate::server::tls::{parse_sni_cert_key, TlsSettings};
 use crate::upstream::review::ReviewSettings;
 use crate::upstream::{ClientOverrides, UpstreamConfig};
@@ -28,7 +32,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// 0 is replaced by the Go default of 100.
     pub http2_max_streams: u32,
-    pub jwt: JwtConfig,
+    /// The issuers (from the `--oidc-*` flags or `--authentication-config`) and their policy.
+    pub authentication: AuthenticationSettings,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
@@ -36,6 +41,31 @@ pub struct Config {
     pub identity: IdentitySettings,
     /// SubjectAccessReview / TokenReview timeout and passthrough audiences.
     pub reviews: ReviewSettings,
+}
+
+/// Who may authenticate, and how readiness judges the issuers.
+#[derive(Debug, Clone)]
+pub struct AuthenticationSettings {
+    /// The JWT authenticators: one from the `--oidc-*` flags, or those of the file.
+    pub jwt: Vec<JwtConfig>,
+    /// The `--authentication-config` file they came from (watched for changes), or `None` on
+    /// the flag path.
+    pub file: Option<AuthenticationFile>,
+    /// `--allow-reserved-identities`: admit `system:` usernames and groups.
+    pub allow_reserved_identities: bool,
+    /// `--readiness-issuers`.
+    pub readiness: IssuerReadiness,
+}
+
+/// The `--authentication-config` file as it was read at startup.
+#[derive(Debug, Clone)]
+pub struct AuthenticationFile {
+    /// Where it is (re-read from here on every change).
+    pub path: PathBuf,
+    /// Its bytes when the authenticators were built from it.
+    pub contents: Vec<u8>,
+    /// `--authentication-config-reload-interval`: how often it is checked for changes.
+    pub reload_interval: Duration,
 }
 
 /// Every problem found in the flags, in flag order.
@@ -102,7 +132,7 @@ impl Config {
         }
 
         let tls = tls_settings(flags, &mut errors);
-        let jwt = jwt_config(flags, &mut errors);
+        let authentication = authentication_settings(flags, &mut errors);
         let upstream = upstream_config(flags, &mut errors);
 
         let shutdown_grace = parse_go_duration(&flags.shutdown_grace_period).unwrap_or_else(|e| {
@@ -134,7 +164,7 @@ impl Config {
             } else {
                 flags.http2_max_streams_per_connection
             },
-            jwt,
+            authentication,
             upstream,
             shutdown_grace,
             log: LogSettings {
@@ -194,6 +224,107 @@ fn tls_settings(flags: &Flags, errors: &mut Vec<String>) -> TlsSettings {
     settings
 }
 
+/// The `--oidc-*` flags that were given (differ from their defaults).
+fn oidc_flags_given(flags: &Flags) -> Vec<&'static str> {
+    let mut given = Vec::new();
+    let mut check = |set: bool, name: &'static str| {
+        if set {
+            given.push(name);
+        }
+    };
+    check(!flags.oidc_issuer_url.is_empty(), "--oidc-issuer-url");
+    check(!flags.oidc_client_id.is_empty(), "--oidc-client-id");
+    check(flags.oidc_ca_file.is_some(), "--oidc-ca-file");
+    check(flags.oidc_username_claim != "sub", "--oidc-username-claim");
+    check(
+        !flags.oidc_username_prefix.is_empty(),
+        "--oidc-username-prefix",
+    );
+    check(!flags.oidc_groups_claim.is_empty(), "--oidc-groups-claim");
+    check(!flags.oidc_groups_prefix.is_empty(), "--oidc-groups-prefix");
+    check(flags.oidc_signing_algs != ["RS256"], "--oidc-signing-algs");
+    check(
+        !flags.oidc_required_claim.is_empty(),
+        "--oidc-required-claim",
+    );
+    given
+}
+
+fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> AuthenticationSettings {
+    let readiness = match flags.readiness_issuers.as_str() {
+        "all" => IssuerReadiness::All,
+        "any" => IssuerReadiness::Any,
+        other => {
+            errors.push(format!(
+                "--readiness-issuers: {other:?} is not one of \"all\", \"any\""
+            ));
+            IssuerReadiness::All
+        }
+    };
+    let (jwt, file) = match &flags.authentication_config {
+        None => (vec![jwt_config(flags, errors)], None),
+        Some(path) => {
+            // kube-apiserver: "authentication-config file and oidc-* flags are mutually
+            // exclusive".
+            let given = oidc_flags_given(flags);
+            if !given.is_empty() {
+                errors.push(format!(
+                    "--authentication-config: cannot be combined with the --oidc-* flags (given: \
+                     {}); configure the issuer in the file instead",
+                    given.join(", ")
+                ));
+            }
+            match std::fs::read(path) {
+                Err(e) => {
+                    errors.push(format!(
+                        "--authentication-config: cannot read {}: {e}",
+                        path.display()
+                    ));
+                    (Vec::new(), None)
+                }
+                Ok(contents) => {
+                    let reload_interval =
+                        match parse_go_duration(&flags.authentication_config_reload_interval) {
+                            Ok(interval) if !interval.is_zero() => interval,
+                            Ok(_) => {
+                                errors.push(
+                                    "--authentication-config-reload-interval: must be positive"
+                                        .into(),
+                                );
+                                Duration::from_secs(10)
+                            }
+                            Err(e) => {
+                                errors
+                                    .push(format!("--authentication-config-reload-interval: {e}"));
+                                Duration::from_secs(10)
+                            }
+                        };
+                    let jwt = authentication::parse(&contents).unwrap_or_else(|problems| {
+                        errors.extend(problems.into_iter().map(|problem| {
+                            format!("--authentication-config {}: {problem}", path.display())
+                        }));
+                        Vec::new()
+                    });
+                    let file = AuthenticationFile {
+                        path: path.clone(),
+                        contents,
+                        reload_interval,
+                    };
+                    (jwt, Some(file))
+                }
+            }
+        }
+    };
+    AuthenticationSettings {
+        jwt,
+        file,
+        allow_reserved_identities: flags.allow_reserved_identities,
+        readiness,
+    }
+}
+
+/// The `--oidc-*` flags as one authenticator of the file's model (kube-apiserver's
+/// `ToAuthenticationConfig`, k8s-semantics §1.1), with the Go proxy's username-prefix rule.
 fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
     let issuer_url = flags.oidc_issuer_url.clone();
     // kube-apiserver: "oidc-issuer-url and oidc-client-id must be specified together".
@@ -211,9 +342,26 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
             )),
         }
     }
-    if let Some(path) = &flags.oidc_ca_file {
-        check_readable("--oidc-ca-file", path, errors);
-    }
+    // kube-apiserver reads the file into `issuer.certificateAuthority`.
+    let certificate_authority =
+        flags
+            .oidc_ca_file
+            .as_ref()
+            .and_then(|path| match std::fs::read_to_string(path) {
+                Ok(pem) => {
+                    if let Err(e) = parse_certificate_authority(&pem) {
+                        errors.push(format!("--oidc-ca-file: {}: {e}", path.display()));
+                    }
+                    Some(pem)
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "--oidc-ca-file: cannot read {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            });
     if flags.oidc_username_claim.is_empty() {
         errors.push("--oidc-username-claim: must not be empty".into());
     }
@@ -263,22 +411,32 @@ fn jwt_config(flags: &Flags, errors: &mut Vec<String>) -> JwtConfig {
         other => other.to_string(),
     };
     JwtConfig {
-        issuer_url,
+        issuer: IssuerSettings {
+            certificate_authority,
+            ..IssuerSettings::new(issuer_url)
+        },
         audiences: vec![flags.oidc_client_id.clone()],
-        ca_file: flags.oidc_ca_file.clone(),
         algorithms,
-        mappings: ClaimMappings {
-            username: PrefixedClaim {
+        claim_mappings: ClaimMappings {
+            username: UsernameMapping::Claim(PrefixedClaim {
                 claim: flags.oidc_username_claim.clone(),
                 prefix: username_prefix,
-            },
-            groups: (!flags.oidc_groups_claim.is_empty()).then(|| PrefixedClaim {
-                claim: flags.oidc_groups_claim.clone(),
-                prefix: flags.oidc_groups_prefix.clone(),
+            }),
+            groups: (!flags.oidc_groups_claim.is_empty()).then(|| {
+                GroupsMapping::Claim(PrefixedClaim {
+                    claim: flags.oidc_groups_claim.clone(),
+                    prefix: flags.oidc_groups_prefix.clone(),
+                })
             }),
             uid: None,
+            extra: Vec::new(),
         },
-        required_claims,
+        // kube: each --oidc-required-claim becomes a claimValidationRules entry.
+        claim_validation_rules: required_claims
+            .into_iter()
+            .map(ClaimValidationRule::Required)
+            .collect(),
+        user_validation_rules: Vec::new(),
     }
 }
 
@@ -401,6 +559,141 @@ mod tests {
         assert_eq!(parse(&["-P", "9090"]).readiness_probe_port, 9090);
     }
 
+    fn serving_pair(dir: &tempfile::TempDir) -> [String; 2] {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, pair.cert.pem()).unwrap();
+        std::fs::write(&key_path, pair.signing_key.serialize_pem()).unwrap();
+        [
+            format!("--tls-cert-file={}", cert_path.display()),
+            format!("--tls-private-key-file={}", key_path.display()),
+        ]
+    }
+
+    #[test]
+    fn the_authentication_config_file_replaces_the_oidc_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let [cert, key] = serving_pair(&dir);
+        let file = dir.path().join("authn.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer: {url: 'https://a.example', audiences: [kube]}
+  claimMappings: {username: {claim: sub, prefix: 'a:'}}
+- issuer: {url: 'https://b.example', audiences: [kube]}
+  claimMappings: {username: {expression: \"'b:' + claims.sub\"}}
+",
+        )
+        .unwrap();
+        let file_flag = format!("--authentication-config={}", file.display());
+        let config = Config::from_flags(&parse(&[
+            &file_flag,
+            &cert,
+            &key,
+            "--allow-reserved-identities",
+            "--readiness-issuers=any",
+        ]))
+        .unwrap();
+        let urls: Vec<&str> = config
+            .authentication
+            .jwt
+            .iter()
+            .map(|jwt| jwt.issuer.url.as_str())
+            .collect();
+        assert_eq!(urls, ["https://a.example", "https://b.example"]);
+        let source = config.authentication.file.unwrap();
+        assert_eq!(source.path, file);
+        assert_eq!(source.contents, std::fs::read(&file).unwrap());
+        assert_eq!(source.reload_interval, Duration::from_secs(10));
+        assert!(config.authentication.allow_reserved_identities);
+        assert_eq!(config.authentication.readiness, IssuerReadiness::Any);
+
+        // kube-apiserver: the file and the --oidc-* flags are mutually exclusive.
+        let errors = Config::from_flags(&parse(&[
+            &file_flag,
+            &cert,
+            &key,
+            "--oidc-issuer-url=https://a.example",
+            "--oidc-groups-claim=groups",
+        ]))
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            errors,
+            [
+                "--authentication-config: cannot be combined with the --oidc-* flags (given: \
+              --oidc-issuer-url, --oidc-groups-claim); configure the issuer in the file instead"
+            ]
+        );
+
+        // File problems are reported with the file's name, with the other flags' problems.
+        std::fs::write(
+            &file,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt: []\n",
+        )
+        .unwrap();
+        let errors = Config::from_flags(&parse(&[&file_flag, "--readiness-issuers=most"]))
+            .unwrap_err()
+            .0;
+        let joined = errors.join("\n");
+        for expected in [
+            "--tls-cert-file: required",
+            "--readiness-issuers: \"most\" is not one of \"all\", \"any\"",
+            &format!(
+                "--authentication-config {}: jwt: Required value",
+                file.display()
+            ),
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
+        let missing = format!(
+            "--authentication-config={}",
+            dir.path().join("none.yaml").display()
+        );
+        let errors = Config::from_flags(&parse(&[&missing, &cert, &key]))
+            .unwrap_err()
+            .0;
+        assert!(
+            errors[0].starts_with("--authentication-config: cannot read "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_oidc_ca_file_content_is_the_certificate_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let [cert, key] = serving_pair(&dir);
+        let ca = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()]).unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.cert.pem()).unwrap();
+        let flags = |ca: &std::path::Path| {
+            parse(&[
+                "--oidc-issuer-url=https://issuer.example",
+                "--oidc-client-id=kube",
+                &format!("--oidc-ca-file={}", ca.display()),
+                &cert,
+                &key,
+            ])
+        };
+        let config = Config::from_flags(&flags(&ca_path)).unwrap();
+        assert_eq!(
+            config.authentication.jwt[0]
+                .issuer
+                .certificate_authority
+                .as_deref(),
+            Some(ca.cert.pem().as_str())
+        );
+        std::fs::write(&ca_path, "garbage").unwrap();
+        let errors = Config::from_flags(&flags(&ca_path)).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("--oidc-ca-file: "), "{errors:?}");
+    }
+
     #[test]
     fn username_prefix_dash_means_none_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
@@ -418,12 +711,22 @@ mod tests {
             "--oidc-required-claim=hd=example.com",
         ]);
         let config = Config::from_flags(&flags).unwrap();
-        assert_eq!(config.jwt.mappings.username.claim, "sub");
-        assert_eq!(config.jwt.mappings.username.prefix, "");
-        assert!(config.jwt.mappings.groups.is_none());
-        assert_eq!(config.jwt.algorithms, vec![Algorithm::RS256]);
-        assert_eq!(config.jwt.audiences, vec!["kube".to_string()]);
-        assert_eq!(config.jwt.required_claims[0].value, "example.com");
+        let [jwt] = config.authentication.jwt.as_slice() else {
+            panic!("one authenticator expected")
+        };
+        assert_eq!(jwt.claim_mappings, ClaimMappings::username_claim("sub", ""));
+        assert_eq!(jwt.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(jwt.audiences, vec!["kube".to_string()]);
+        assert_eq!(
+            jwt.claim_validation_rules,
+            vec![ClaimValidationRule::Required(RequiredClaim {
+                claim: "hd".into(),
+                value: "example.com".into()
+            })]
+        );
+        assert!(config.authentication.file.is_none());
+        assert!(!config.authentication.allow_reserved_identities);
+        assert_eq!(config.authentication.readiness, IssuerReadiness::All);
         assert_eq!(config.secure_port, 6443);
         assert_eq!(config.probe_port, 8080);
         assert_eq!(config.http2_max_streams, 100);

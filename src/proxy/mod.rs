@@ -18,7 +18,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::authn::oidc::{AuthError, JwtAuthenticator};
+use crate::authn::authenticators::Authenticators;
+use crate::authn::oidc::AuthError;
 use crate::authn::{bearer_token, UserInfo};
 use crate::impersonation::{extras, inbound, set_impersonation_headers};
 use crate::observe::access_log::{self, Source};
@@ -60,9 +61,9 @@ enum Outbound {
     CallerToken(String),
 }
 
-/// The proxy: authenticator and upstream, shared by every connection.
+/// The proxy: authenticators and upstream, shared by every connection.
 pub struct Proxy {
-    authenticator: Arc<JwtAuthenticator>,
+    authenticators: Arc<Authenticators>,
     upstream: Upstream,
     identity: IdentityForwarding,
 }
@@ -83,10 +84,10 @@ pub fn status_response(status: Status) -> Response<Body> {
 }
 
 impl Proxy {
-    /// A proxy over an authenticator and an upstream client.
-    pub fn new(authenticator: Arc<JwtAuthenticator>, upstream: Upstream) -> Self {
+    /// A proxy over the authenticators and an upstream client.
+    pub fn new(authenticators: Arc<Authenticators>, upstream: Upstream) -> Self {
         Self {
-            authenticator,
+            authenticators,
             upstream,
             identity: IdentityForwarding::default(),
         }
@@ -181,9 +182,9 @@ impl Proxy {
     async fn authenticate(&self, request: &Request<Incoming>) -> Result<Caller, AuthFailure> {
         let token = request_token(request.headers()).map_err(AuthFailure::Unauthorized)?;
         let now = SystemTime::now();
-        match self.authenticator.authenticate(&token, now).await {
-            Ok(user) => Ok(Caller {
-                user,
+        match self.authenticators.authenticate(&token, now).await {
+            Ok(authenticated) => Ok(Caller {
+                user: authenticated.user,
                 token,
                 passthrough: false,
             }),
@@ -195,11 +196,11 @@ impl Proxy {
             }
             // Only a token that no issuer claims is the API server's to judge; one the issuer
             // claims but refuses stays refused.
-            Err(AuthError::NotMine(issuer)) if self.identity.settings.token_passthrough => {
+            Err(AuthError::UnknownIssuer) if self.identity.settings.token_passthrough => {
                 let Some(reviewer) = &self.identity.reviewer else {
-                    return Err(AuthFailure::Unauthorized(format!(
-                        "token issuer is not {issuer}"
-                    )));
+                    return Err(AuthFailure::Unauthorized(
+                        "no configured issuer claims the token".into(),
+                    ));
                 };
                 match reviewer.review_token(&token, now).await {
                     Ok(Some(user)) => Ok(Caller {

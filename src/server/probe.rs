@@ -1,8 +1,11 @@
 //! The plain-HTTP probe listener (`-P/--readiness-probe-port`, default 8080).
 //!
-//! - `/ready`, `/readyz`: 200 only while the secure listener serves and the issuer's keys are
-//!   loaded and fresh; 503 with the reason otherwise (and from the moment shutdown begins, so
-//!   load balancers stop sending new requests).
+//! - `/ready`, `/readyz`: 200 only while the secure listener serves and the issuers' keys are
+//!   loaded and fresh — every issuer's by default, any one's with `--readiness-issuers=any`;
+//!   503 with the reason and every issuer's state otherwise (and from the moment shutdown
+//!   begins, so load balancers stop sending new requests). kube-apiserver's `/readyz` does not
+//!   wait for its OIDC issuers; the Go proxy's `/ready` waits for its one issuer, and so does
+//!   this one, for each.
 //! - `/live`, `/healthz`: 200 while the process runs its event loop.
 
 use std::convert::Infallible;
@@ -19,21 +22,34 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::stopped;
+use crate::authn::authenticators::{Authenticators, IssuerStatus};
 use crate::authn::issuer::IssuerHealth;
-use crate::authn::oidc::JwtAuthenticator;
+
+/// Which issuers must have fresh keys for the proxy to be ready (`--readiness-issuers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IssuerReadiness {
+    /// Every configured issuer (the default): a proxy that cannot admit some of its users is
+    /// not ready.
+    #[default]
+    All,
+    /// At least one issuer: for proxies whose issuers may be down independently.
+    Any,
+}
 
 /// What readiness depends on.
 pub struct Readiness {
     serving: AtomicBool,
-    authenticator: Arc<JwtAuthenticator>,
+    authenticators: Arc<Authenticators>,
+    policy: IssuerReadiness,
 }
 
 impl Readiness {
     /// Not serving until [`Readiness::set_serving`] says so.
-    pub fn new(authenticator: Arc<JwtAuthenticator>) -> Self {
+    pub fn new(authenticators: Arc<Authenticators>, policy: IssuerReadiness) -> Self {
         Self {
             serving: AtomicBool::new(false),
-            authenticator,
+            authenticators,
+            policy,
         }
     }
 
@@ -47,17 +63,40 @@ impl Readiness {
         if !self.serving.load(Ordering::SeqCst) {
             return Err("secure serving is not running".into());
         }
-        match self.authenticator.health() {
-            IssuerHealth::Healthy => Ok(()),
-            IssuerHealth::NotLoaded(why) => Err(format!(
-                "issuer {}: keys not loaded: {why}",
-                self.authenticator.issuer().url()
-            )),
-            IssuerHealth::Stale(why) => Err(format!(
-                "issuer {}: keys stale: {why}",
-                self.authenticator.issuer().url()
-            )),
+        let issuers = self.authenticators.health();
+        let healthy = issuers
+            .iter()
+            .filter(|status| status.health == IssuerHealth::Healthy)
+            .count();
+        let ready = match self.policy {
+            IssuerReadiness::All => healthy == issuers.len(),
+            IssuerReadiness::Any => healthy > 0,
+        };
+        if ready {
+            return Ok(());
         }
+        let policy = match self.policy {
+            IssuerReadiness::All => "all",
+            IssuerReadiness::Any => "any",
+        };
+        let mut reason = format!(
+            "{healthy} of {} issuers have fresh keys (--readiness-issuers={policy})",
+            issuers.len()
+        );
+        for status in &issuers {
+            reason.push('\n');
+            reason.push_str(&describe(status));
+        }
+        Err(reason)
+    }
+}
+
+/// One issuer's line in the readiness body.
+fn describe(status: &IssuerStatus) -> String {
+    match &status.health {
+        IssuerHealth::Healthy => format!("issuer {}: ok", status.issuer),
+        IssuerHealth::NotLoaded(why) => format!("issuer {}: keys not loaded: {why}", status.issuer),
+        IssuerHealth::Stale(why) => format!("issuer {}: keys stale: {why}", status.issuer),
     }
 }
 

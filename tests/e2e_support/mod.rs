@@ -5,8 +5,10 @@
 //! The cluster's coordinates come from the env file named by `KUBE_OIDC_PROXY_E2E_ENV`
 //! (`scripts/test` sets it). Without it the tests skip, except under CI (`CI` set), where a
 //! skipped end-to-end suite would hide a broken setup, so they fail.
-// Shared by several test binaries (tests/e2e.rs, tests/e2e_impersonation.rs); each uses a part.
+// Shared by several test binaries (tests/e2e*.rs); each uses a part.
 #![allow(dead_code)]
+
+pub(crate) mod ci_issuer;
 
 use std::collections::HashMap;
 use std::fs;
@@ -223,17 +225,44 @@ impl TestEnv {
 
     /// Starts the built proxy against this cluster; see [`Proxy`].
     pub(crate) fn start_proxy(&self) -> Proxy {
-        Proxy::start(self, &self.proxy_upstream_kubeconfig, &[])
+        Proxy::start(
+            self,
+            &self.proxy_upstream_kubeconfig,
+            &self.dex_oidc_flags(),
+            &[],
+        )
     }
 
-    /// Starts the built proxy with `extra_args` after the standard flags, reaching the API
-    /// server with the identity of `upstream_kubeconfig`.
+    /// Starts the built proxy in front of Dex with `extra_args` after the standard flags,
+    /// reaching the API server with the identity of `upstream_kubeconfig`.
     pub(crate) fn start_proxy_with(
         &self,
         upstream_kubeconfig: &Path,
         extra_args: &[&str],
     ) -> Proxy {
-        Proxy::start(self, upstream_kubeconfig, extra_args)
+        Proxy::start(
+            self,
+            upstream_kubeconfig,
+            &self.dex_oidc_flags(),
+            extra_args,
+        )
+    }
+
+    /// Starts the built proxy with `authentication` flags (e.g. `--authentication-config`)
+    /// instead of the Dex `--oidc-*` flags.
+    pub(crate) fn start_proxy_with_authentication(&self, authentication: &[String]) -> Proxy {
+        Proxy::start(self, &self.proxy_upstream_kubeconfig, authentication, &[])
+    }
+
+    /// The Go kube-oidc-proxy flags of a deployment in front of Dex.
+    fn dex_oidc_flags(&self) -> Vec<String> {
+        vec![
+            format!("--oidc-issuer-url={}", self.dex_issuer_url),
+            format!("--oidc-client-id={}", self.dex_client_id),
+            flag_path("--oidc-ca-file", &self.dex_ca_file),
+            "--oidc-username-claim=email".to_owned(),
+            "--oidc-groups-claim=groups".to_owned(),
+        ]
     }
 
     /// Creates a new namespace `<prefix>-<unique>` in which members of `group` may edit
@@ -332,7 +361,12 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn start(env: &TestEnv, upstream_kubeconfig: &Path, extra_args: &[&str]) -> Proxy {
+    fn start(
+        env: &TestEnv,
+        upstream_kubeconfig: &Path,
+        authentication: &[String],
+        extra_args: &[&str],
+    ) -> Proxy {
         let dir = TempDir::new().expect("temp dir for the proxy");
         let (secure_port, readiness_port) = (free_port(), free_port());
         let stdout = dir.path().join("stdout.log");
@@ -349,11 +383,7 @@ impl Proxy {
             .arg(format!("--readiness-probe-port={readiness_port}"))
             .arg(flag_path("--tls-cert-file", &env.proxy_serving_cert))
             .arg(flag_path("--tls-private-key-file", &env.proxy_serving_key))
-            .arg(format!("--oidc-issuer-url={}", env.dex_issuer_url))
-            .arg(format!("--oidc-client-id={}", env.dex_client_id))
-            .arg(flag_path("--oidc-ca-file", &env.dex_ca_file))
-            .arg("--oidc-username-claim=email")
-            .arg("--oidc-groups-claim=groups")
+            .args(authentication)
             .arg(flag_path("--kubeconfig", upstream_kubeconfig))
             .args(extra_args)
             .stdin(Stdio::null())
@@ -394,6 +424,11 @@ impl Proxy {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Everything the proxy wrote to stderr (its diagnostic log) so far.
+    pub(crate) fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// The proxy's output so far (the last lines), for failure messages.

@@ -42,6 +42,18 @@ pub fn binary() -> PathBuf {
 impl ProxyProcess {
     /// Starts the proxy with the standard test flags plus `extra`; does not wait for readiness.
     pub fn spawn(ca: &TestCa, issuer_url: &str, upstream_url: &str, extra: &[String]) -> Self {
+        let mut args: Vec<String> = vec![
+            format!("--oidc-issuer-url={issuer_url}"),
+            "--oidc-client-id=kube".into(),
+            format!("--oidc-ca-file={}", ca.ca_file().display()),
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn_without_issuer(ca, upstream_url, &args)
+    }
+
+    /// Starts the proxy with the standard serving and upstream flags but no `--oidc-*` flags,
+    /// plus `extra` (e.g. `--authentication-config`); does not wait for readiness.
+    pub fn spawn_without_issuer(ca: &TestCa, upstream_url: &str, extra: &[String]) -> Self {
         let serving = ca.leaf(&format!("proxy-{}", free_port()));
         let port = free_port();
         let probe_port = free_port();
@@ -51,9 +63,6 @@ impl ProxyProcess {
             format!("--readiness-probe-port={probe_port}"),
             format!("--tls-cert-file={}", serving.cert_file.display()),
             format!("--tls-private-key-file={}", serving.key_file.display()),
-            format!("--oidc-issuer-url={issuer_url}"),
-            "--oidc-client-id=kube".into(),
-            format!("--oidc-ca-file={}", ca.ca_file().display()),
             format!("--server={upstream_url}"),
             format!("--certificate-authority={}", ca.ca_file().display()),
             "--token=proxy-service-account-token".into(),
