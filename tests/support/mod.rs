@@ -8,3 +8,4 @@ pub mod issuer;
 pub mod jwt;
 pub mod pki;
 pub mod proxy;
+pub mod upgrade_server;
