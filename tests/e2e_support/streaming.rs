@@ -301,18 +301,14 @@ pub(crate) fn client_variants(env: &TestEnv) -> Vec<ClientVariant> {
         .clone()
 }
 
-/// Asserts, from kube-apiserver's audit log, that every `subresource` request the proxy made
-/// in `namespace` for `user` was upgraded (`101`) over `protocol`: the case really used the
-/// protocol it is named after, through the proxy, impersonating `user`, with no silent
-/// fallback from WebSocket to SPDY (which would leave a refused `get` behind).
-#[track_caller]
-pub(crate) fn assert_upgraded_via(
+/// The answers kube-apiserver audited for the proxy's `subresource` requests in `namespace`
+/// made for `user`, as (verb, status code); waits (bounded) until there is at least one.
+pub(crate) fn audited_answers(
     env: &TestEnv,
     namespace: &str,
     subresource: &str,
     user: &str,
-    protocol: Protocol,
-) {
+) -> Vec<(String, i64)> {
     let deadline = Instant::now() + EVENTUALLY;
     loop {
         let text = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
@@ -336,14 +332,7 @@ pub(crate) fn assert_upgraded_via(
             })
             .collect();
         if !answered.is_empty() {
-            let expected = (protocol.audit_verb().to_owned(), 101);
-            assert!(
-                answered.iter().all(|a| *a == expected),
-                "{subresource} in {namespace} for {user}: expected every request upgraded over \
-                 {protocol:?} (verb {}, 101), audit log has (verb, code) {answered:?}",
-                protocol.audit_verb()
-            );
-            return;
+            return answered;
         }
         assert!(
             Instant::now() < deadline,
@@ -351,6 +340,28 @@ pub(crate) fn assert_upgraded_via(
         );
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Asserts, from kube-apiserver's audit log, that every `subresource` request the proxy made
+/// in `namespace` for `user` was upgraded (`101`) over `protocol`: the case really used the
+/// protocol it is named after, through the proxy, impersonating `user`, with no silent
+/// fallback from WebSocket to SPDY (which would leave a refused `get` behind).
+#[track_caller]
+pub(crate) fn assert_upgraded_via(
+    env: &TestEnv,
+    namespace: &str,
+    subresource: &str,
+    user: &str,
+    protocol: Protocol,
+) {
+    let answered = audited_answers(env, namespace, subresource, user);
+    let expected = (protocol.audit_verb().to_owned(), 101);
+    assert!(
+        answered.iter().all(|a| *a == expected),
+        "{subresource} in {namespace} for {user}: expected every request upgraded over \
+         {protocol:?} (verb {}, 101), audit log has (verb, code) {answered:?}",
+        protocol.audit_verb()
+    );
 }
 
 /// What a finished kubectl wrote, as bytes.
@@ -681,6 +692,7 @@ pub(crate) struct LiveOutput {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stderr: Option<thread::JoinHandle<String>>,
     what: String,
 }
 
@@ -691,10 +703,11 @@ impl LiveOutput {
             .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -703,12 +716,28 @@ impl LiveOutput {
                 }
             }
         });
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
         LiveOutput {
             child,
             lines: rx,
             seen: Vec::new(),
-            what,
+            stderr: Some(stderr),
+            what: format!("{what}\n{}", kubectl.context()),
         }
+    }
+
+    /// Stops kubectl and returns what it wrote on stderr, for a failure message.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Waits until kubectl prints `expected`, calling `nudge` every half second meanwhile
@@ -733,18 +762,22 @@ impl LiveOutput {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{}: no line {expected:?}; lines so far: {:?}",
-                        self.what,
-                        self.seen
-                    );
+                    if Instant::now() >= deadline {
+                        let stderr = self.stop();
+                        panic!(
+                            "{}: no line {expected:?}; lines so far: {:?}\n--- stderr ---\n{stderr}",
+                            self.what, self.seen
+                        );
+                    }
                     nudge();
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "{}: output ended before {expected:?}; lines: {:?}",
-                    self.what, self.seen
-                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let stderr = self.stop();
+                    panic!(
+                        "{}: output ended before {expected:?}; lines: {:?}\n--- stderr ---\n{stderr}",
+                        self.what, self.seen
+                    );
+                }
             }
         }
     }
@@ -752,7 +785,6 @@ impl LiveOutput {
 
 impl Drop for LiveOutput {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
