@@ -15,6 +15,13 @@ use super::{boxed, headers, status_response, Status};
 use crate::upstream::Body;
 
 /// Completes an upgrade after the API server's answer `response` to the forwarded request.
+///
+/// On `101` (with an `Upgrade` header) the response goes back with the API server's headers
+/// unchanged and a task splices the client's connection to the upstream one once hyper hands
+/// both over; each side's end of stream is passed on as a write shutdown of the other
+/// (half-close). Any other answer is returned as an ordinary response with
+/// `Connection: close`, so the client connection ends after it and nothing the client sent
+/// behind the request is ever read as a new request.
 pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<Body> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
@@ -24,8 +31,21 @@ pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<B
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Response::from_parts(parts, boxed(body));
     }
+    if response.headers().get(header::UPGRADE).is_none() {
+        // Nothing to splice to; dropping the response closes the upstream connection, and
+        // the client's is closed after the error like after any refused upgrade.
+        let mut refused = status_response(Status::bad_gateway(
+            "the API server switched protocols without naming one",
+        ));
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return refused;
+    }
     let upstream = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
+    // The splice lives in its own task: it ends (dropping and so closing both connections)
+    // when both directions have ended, or at the first error in either.
     tokio::spawn(async move {
         let (client_io, upstream_io) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
@@ -48,10 +68,5 @@ pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<B
     let mut response = Response::new(boxed(http_body_util::Empty::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = parts.headers;
-    if response.headers().get(header::UPGRADE).is_none() {
-        return status_response(Status::bad_gateway(
-            "the API server switched protocols without naming one",
-        ));
-    }
     response
 }

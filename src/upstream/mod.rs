@@ -206,6 +206,9 @@ fn build_service(
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);
     http.set_nodelay(true);
+    // TCP keep-alive as client-go's dialer (30 s): an idle exec or port-forward session keeps
+    // its connection through NATs and load balancers that drop silent flows.
+    http.set_keepalive(Some(Duration::from_secs(30)));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();

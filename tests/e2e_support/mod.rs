@@ -70,6 +70,8 @@ pub(crate) struct TestEnv {
     /// Prefix of the user names and groups kube-apiserver maps from Dex tokens sent to it
     /// directly (its own `--authentication-config`).
     pub(crate) apiserver_oidc_prefix: String,
+    /// Every variable the env file exports, for suites that need more than the above.
+    pub(crate) vars: HashMap<String, String>,
 }
 
 impl TestEnv {
@@ -145,6 +147,7 @@ impl TestEnv {
             audit_log: file("KUBE_AUDIT_LOG"),
             kubectl: file("KUBECTL"),
             apiserver_oidc_prefix: get("KUBE_APISERVER_OIDC_PREFIX"),
+            vars,
         }
     }
 
@@ -520,6 +523,8 @@ pub(crate) struct Kubectl {
     _kubeconfig_dir: Option<TempDir>,
     /// Logs shown when a command fails (the proxy's, when kubectl goes through it).
     context_logs: Vec<PathBuf>,
+    /// Extra environment, e.g. `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`.
+    envs: Vec<(String, String)>,
 }
 
 impl Kubectl {
@@ -535,17 +540,37 @@ impl Kubectl {
             home: TempDir::new().expect("temp HOME for kubectl"),
             _kubeconfig_dir: kubeconfig_dir,
             context_logs,
+            envs: Vec::new(),
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The same kubectl configuration run by another kubectl binary (e.g. an older version).
+    #[allow(dead_code)] // used by tests/e2e_streaming.rs only
+    pub(crate) fn with_binary(mut self, bin: &Path) -> Kubectl {
+        self.bin = bin.to_path_buf();
+        self
+    }
+
+    /// Runs kubectl with `name=value` in its environment.
+    #[allow(dead_code)] // used by tests/e2e_streaming.rs only
+    pub(crate) fn with_env(mut self, name: &str, value: &str) -> Kubectl {
+        self.envs.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The kubectl command line for `args`, for callers that manage the process themselves.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .env("HOME", self.home.path())
             .env_remove("KUBECONFIG")
-            .env_remove("KUBERC");
+            .env_remove("KUBERC")
+            // Protocol choices come only from with_env, never from the caller's environment.
+            .env_remove("KUBECTL_REMOTE_COMMAND_WEBSOCKETS")
+            .env_remove("KUBECTL_PORT_FORWARD_WEBSOCKETS")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -618,7 +643,8 @@ impl Kubectl {
         }
     }
 
-    fn context(&self) -> String {
+    /// The logs to show when a command of this kubectl fails (the proxy's tails).
+    pub(crate) fn context(&self) -> String {
         self.context_logs
             .iter()
             .map(|p| format!("--- {} (tail) ---\n{}", p.display(), tail(p, 40)))

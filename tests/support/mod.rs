@@ -9,3 +9,4 @@ pub mod jwt;
 pub mod pki;
 pub mod proxy;
 pub mod reviews;
+pub mod upgrade_server;
