@@ -8,7 +8,6 @@
 //!
 //! Like `tests/e2e.rs`, they skip without `KUBE_OIDC_PROXY_E2E_ENV` and fail under CI without it.
 
-#[allow(dead_code)] // shared with tests/e2e.rs, which uses other parts
 mod e2e_support;
 #[path = "e2e_support/streaming.rs"]
 mod streaming;
