@@ -552,3 +552,39 @@ async fn websocket_token_in_subprotocol_is_accepted_and_never_forwarded() {
     let head = read_head(&mut stream).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 401"), "{head}");
 }
+
+/// Regression: watches used to share the multiplexed HTTP/2 upstream connection, whose
+/// server-side stream limit (200 for hyper, 250 for kube-apiserver by default) then queued every
+/// later request behind them forever.
+#[tokio::test]
+async fn many_open_watches_do_not_starve_other_requests() {
+    let s = setup(&[]).await;
+    let token = s.alice();
+    let client = client(&s.ca, false);
+    let mut watches = Vec::new();
+    for _ in 0..220 {
+        let request = Request::get(format!("{}/quiet-watch?watch=true", s.proxy.url))
+            .header("authorization", format!("Bearer {token}"))
+            .body(empty())
+            .unwrap();
+        watches.push(tokio::spawn(client.request(request)));
+    }
+    let mut open = Vec::new();
+    for watch in watches {
+        let response = tokio::time::timeout(Duration::from_secs(30), watch)
+            .await
+            .expect("a watch was not answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let (parts, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        s.get("/api/v1/namespaces", Some(&token)),
+    )
+    .await
+    .expect("an ordinary request was starved by open watches");
+    assert_eq!(parts.status, StatusCode::OK);
+    drop(open);
+}

@@ -24,7 +24,7 @@ use crate::authn::{bearer_token, UserInfo};
 use crate::impersonation::{extras, inbound, set_impersonation_headers};
 use crate::observe::access_log::{self, Source};
 use crate::upstream::review::ReviewError;
-use crate::upstream::{Body, Upstream, UpstreamError};
+use crate::upstream::{Body, Route, Upstream, UpstreamError};
 use identity::IdentityForwarding;
 use status::Status;
 
@@ -308,7 +308,12 @@ impl Proxy {
             *upstream_request.version_mut() = http::Version::HTTP_11;
         }
 
-        let response = match upstream.send(upstream_request, is_upgrade).await {
+        let route = if is_upgrade {
+            Route::Upgrade
+        } else {
+            Route::for_request(&context.uri)
+        };
+        let response = match upstream.send(upstream_request, route).await {
             Ok(response) => response,
             Err(e) => return upstream_error_response(e, &context.uri),
         };

@@ -102,11 +102,47 @@ type Service = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
 
+/// Which connections a request travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Short requests: multiplexed over HTTP/2 when the API server offers it.
+    Multiplexed,
+    /// Watches and followed logs: a pooled HTTP/1.1 connection each. An HTTP/2 connection
+    /// carries at most the server's `MAX_CONCURRENT_STREAMS`, and hyper's client queues (rather
+    /// than opening another connection) beyond it, so long-lived streams there would starve
+    /// every other request once that many watches are open.
+    LongRunning,
+    /// Upgrades: a dedicated, never-pooled HTTP/1.1 connection.
+    Upgrade,
+}
+
+impl Route {
+    /// The route of an ordinary (non-upgrade) request, by kube-apiserver's long-running rules:
+    /// `watch=true|1`, `follow=true|1` (logs) or a legacy `/watch/` path.
+    pub fn for_request(path_and_query: &str) -> Self {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let flag_set = query.split('&').any(|pair| {
+            matches!(
+                pair.split_once('='),
+                Some(("watch" | "follow", "true" | "1"))
+            )
+        });
+        if flag_set || path.contains("/watch/") {
+            Self::LongRunning
+        } else {
+            Self::Multiplexed
+        }
+    }
+}
+
 /// A pooled client for the API server with the proxy's own credentials attached.
 #[derive(Clone)]
 pub struct Upstream {
     base: Uri,
     service: Service,
+    long_running_service: Service,
     upgrade_service: Service,
     request_timeout: Option<Duration>,
 }
@@ -243,7 +279,7 @@ fn build_service(
 }
 
 impl Upstream {
-    /// Builds the two pools from kube's configuration.
+    /// Builds the three pools from kube's configuration.
     pub fn new(
         config: &kube::Config,
         request_timeout: Option<Duration>,
@@ -251,6 +287,7 @@ impl Upstream {
         Ok(Self {
             base: config.cluster_url.clone(),
             service: build_service(config, true, true)?,
+            long_running_service: build_service(config, false, true)?,
             upgrade_service: build_service(config, false, false)?,
             request_timeout,
         })
@@ -283,20 +320,20 @@ impl Upstream {
         Ok(Uri::from_parts(parts)?)
     }
 
-    /// Sends a request with the proxy's credentials; `upgrade` selects the dedicated HTTP/1.1
-    /// connection. `--request-timeout` bounds the wait for response headers only.
+    /// Sends a request with the proxy's credentials on the connections of `route`.
+    /// `--request-timeout` bounds the wait for response headers only.
     pub fn send(
         &self,
         request: Request<Body>,
-        upgrade: bool,
+        route: Route,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static>>
     {
         // A boxed 'static future: it keeps the pipeline's futures provably `Send` (rustc cannot
         // prove it through the boxed tower service for every lifetime otherwise).
-        let mut service = if upgrade {
-            self.upgrade_service.clone()
-        } else {
-            self.service.clone()
+        let mut service = match route {
+            Route::Multiplexed => self.service.clone(),
+            Route::LongRunning => self.long_running_service.clone(),
+            Route::Upgrade => self.upgrade_service.clone(),
         };
         let request_timeout = self.request_timeout;
         Box::pin(async move {
@@ -315,5 +352,30 @@ impl Upstream {
                 UpstreamError::Unreachable(crate::authn::issuer::error_chain(e.as_ref()))
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn long_running_requests_avoid_the_multiplexed_connection() {
+        for long in [
+            "/api/v1/namespaces/a/configmaps?watch=true",
+            "/api/v1/namespaces/a/configmaps?resourceVersion=1&watch=1",
+            "/api/v1/watch/namespaces/a/pods",
+            "/api/v1/namespaces/a/pods/p/log?follow=true&container=c",
+        ] {
+            assert_eq!(Route::for_request(long), Route::LongRunning, "{long}");
+        }
+        for short in [
+            "/api/v1/namespaces/a/configmaps",
+            "/api/v1/namespaces/a/configmaps?watch=false",
+            "/api/v1/namespaces/a/pods/p/log",
+            "/apis/apps/v1/namespaces/watch",
+        ] {
+            assert_eq!(Route::for_request(short), Route::Multiplexed, "{short}");
+        }
     }
 }

@@ -169,6 +169,12 @@ async fn route(
             response
         }
         "/echo-body" => Response::new(full(body)),
+        // A watch that stays open and silent until the client leaves.
+        "/quiet-watch" => {
+            let stream =
+                futures_util::stream::pending::<Result<Frame<Bytes>, super::http::BoxError>>();
+            Response::new(StreamBody::new(stream).boxed())
+        }
         "/big" => {
             // 64 MiB in 64 KiB chunks, generated on the fly.
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
