@@ -10,48 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use support::apiserver::{FakeApiServer, Recorded};
+use support::apiserver::Recorded;
 use support::http::{body_bytes, client, empty};
-use support::issuer::TestIssuer;
 use support::pki::TestCa;
 use support::proxy::ProxyProcess;
 use support::reviews::{Answer, TokenIdentity};
+use support::setup::{setup, Setup};
 
 /// The proxy's own credential towards the fake API server (`ProxyProcess`'s `--token`).
 const PROXY_TOKEN: &str = "Bearer proxy-service-account-token";
 
-struct Setup {
-    ca: TestCa,
-    issuer: TestIssuer,
-    api: FakeApiServer,
-    proxy: ProxyProcess,
-}
-
-async fn setup(extra: &[&str]) -> Setup {
-    let ca = TestCa::new();
-    let issuer = TestIssuer::start(&ca).await;
-    let api = FakeApiServer::start(&ca).await;
-    let mut args: Vec<String> = vec!["--oidc-groups-claim=groups".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let proxy = ProxyProcess::start(&ca, &issuer.url, &api.url, &args).await;
-    Setup {
-        ca,
-        issuer,
-        api,
-        proxy,
-    }
-}
-
 impl Setup {
-    /// alice, in groups dev and ops.
-    fn alice(&self) -> String {
-        self.issuer.token(
-            &self
-                .issuer
-                .claims("kube", json!({"sub": "alice", "groups": ["dev", "ops"]})),
-        )
-    }
-
     /// `GET path` with a bearer token and extra headers; the status and the body.
     async fn get(
         &self,

@@ -15,38 +15,9 @@ use support::issuer::TestIssuer;
 use support::jwt::{Alg, TestKey};
 use support::pki::TestCa;
 use support::proxy::ProxyProcess;
-
-struct Setup {
-    ca: TestCa,
-    issuer: TestIssuer,
-    api: FakeApiServer,
-    proxy: ProxyProcess,
-}
-
-async fn setup(extra: &[&str]) -> Setup {
-    let ca = TestCa::new();
-    let issuer = TestIssuer::start(&ca).await;
-    let api = FakeApiServer::start(&ca).await;
-    let mut args: Vec<String> = vec!["--oidc-groups-claim=groups".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let proxy = ProxyProcess::start(&ca, &issuer.url, &api.url, &args).await;
-    Setup {
-        ca,
-        issuer,
-        api,
-        proxy,
-    }
-}
+use support::setup::{setup, Setup};
 
 impl Setup {
-    fn alice(&self) -> String {
-        self.issuer.token(
-            &self
-                .issuer
-                .claims("kube", json!({"sub": "alice", "groups": ["dev", "ops"]})),
-        )
-    }
-
     async fn get(&self, path: &str, token: Option<&str>) -> (http::response::Parts, Bytes) {
         let mut request = Request::get(format!("{}{path}", self.proxy.url));
         if let Some(token) = token {

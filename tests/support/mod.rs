@@ -9,4 +9,5 @@ pub mod jwt;
 pub mod pki;
 pub mod proxy;
 pub mod reviews;
+pub mod setup;
 pub mod upgrade_server;
