@@ -12,3 +12,21 @@ pub mod observe;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
+
+/// Helpers shared by unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod testing {
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A header map from name/value pairs, in order (repeated names append).
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+}

@@ -464,13 +464,15 @@ fn check_distributed_claim_names(claims: &Claims) -> Result<(), ClaimError> {
     Ok(())
 }
 
-fn missing(claim: &str) -> ClaimError {
+/// `ClaimError::MissingClaim` for `claim`.
+pub(crate) fn missing(claim: &str) -> ClaimError {
     ClaimError::MissingClaim {
         claim: claim.to_owned(),
     }
 }
 
-fn invalid_type(claim: &str, expected: &'static str) -> ClaimError {
+/// `ClaimError::InvalidType` for `claim`.
+pub(crate) fn invalid_type(claim: &str, expected: &'static str) -> ClaimError {
     ClaimError::InvalidType {
         claim: claim.to_owned(),
         expected,

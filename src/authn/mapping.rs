@@ -259,6 +259,7 @@ impl ClaimMappings {
 
 #[cfg(test)]
 mod tests {
+    use crate::authn::claims::{invalid_type, missing};
     use serde_json::{json, Value};
 
     use super::*;
@@ -280,19 +281,6 @@ mod tests {
             claims.insert(name.clone(), value.clone());
         }
         claims
-    }
-
-    fn missing(claim: &str) -> ClaimError {
-        ClaimError::MissingClaim {
-            claim: claim.to_owned(),
-        }
-    }
-
-    fn type_error(claim: &str, expected: &'static str) -> ClaimError {
-        ClaimError::InvalidType {
-            claim: claim.to_owned(),
-            expected,
-        }
     }
 
     fn expr(source: &str) -> Expression {
@@ -376,7 +364,7 @@ mod tests {
         for bad in [json!(42), json!(["jane"]), json!(true)] {
             assert_eq!(
                 map(json!({ "username": bad }), &mappings("username", "")),
-                Err(type_error("username", "a string"))
+                Err(invalid_type("username", "a string"))
             );
         }
     }
@@ -417,11 +405,11 @@ mod tests {
         );
         assert_eq!(
             map(json!({ "email": jane, "email_verified": "false" }), &email),
-            Err(type_error("email_verified", "a boolean"))
+            Err(invalid_type("email_verified", "a boolean"))
         );
         assert_eq!(
             map(json!({ "email": jane, "email_verified": "true" }), &email),
-            Err(type_error("email_verified", "a boolean"))
+            Err(invalid_type("email_verified", "a boolean"))
         );
         // Another username claim ignores email_verified entirely.
         assert_eq!(
@@ -465,7 +453,7 @@ mod tests {
         ] {
             assert_eq!(
                 groups(jane(bad.clone()), ""),
-                Err(type_error("groups", expected)),
+                Err(invalid_type("groups", expected)),
                 "{bad}"
             );
         }
@@ -492,7 +480,7 @@ mod tests {
         );
         assert_eq!(
             map(json!({ "username": "jane", "uid": 1234 }), &uid),
-            Err(type_error("uid", "a string"))
+            Err(invalid_type("uid", "a string"))
         );
         for empty in [json!(""), json!(null)] {
             assert_eq!(
@@ -567,7 +555,7 @@ mod tests {
         );
         assert_eq!(
             check(json!({ "username": "jane", "hd": ["example.com"] })),
-            Err(type_error("hd", "a string"))
+            Err(invalid_type("hd", "a string"))
         );
         assert_eq!(
             check(json!({ "username": "jane", "hd": "example.com", "sub": "4321" })),
@@ -609,7 +597,7 @@ mod tests {
         );
         assert_eq!(
             check(json!({ "username": "", "groups": 1, "uid": 1 })),
-            Err(type_error("groups", "a string or an array of strings"))
+            Err(invalid_type("groups", "a string or an array of strings"))
         );
         assert_eq!(check(json!({ "username": "" })), Err(missing("uid")));
         assert_eq!(

@@ -430,18 +430,7 @@ impl ImpersonationRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderName;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::testing::headers;
 
     #[test]
     fn no_impersonation_and_an_empty_user_alone() {
