@@ -5,6 +5,7 @@
 //! `impersonation` (outbound headers) → `upstream` (API server client), observed by `observe`.
 //! `config` reads flags at the edge and hands plain structs to the rest.
 
+pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod impersonation;
