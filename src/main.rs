@@ -8,12 +8,16 @@ use clap::Parser;
 use kube_oidc_proxy::authn::authenticators::{AuthenticatorOptions, Authenticators};
 use kube_oidc_proxy::config::{authentication, Config, Flags};
 use kube_oidc_proxy::observe::logging;
+use kube_oidc_proxy::observe::metrics::{Kind, Metrics};
 use kube_oidc_proxy::proxy::identity::IdentityForwarding;
 use kube_oidc_proxy::proxy::Proxy;
 use kube_oidc_proxy::server::{self, probe, tls, ServeSettings};
 use kube_oidc_proxy::upstream::review::Reviewer;
 use kube_oidc_proxy::upstream::{self, Upstream};
 use tokio::sync::watch;
+
+/// How often readiness checks that the API server answers.
+const UPSTREAM_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the serving certificate files are checked for changes.
 const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -43,7 +47,7 @@ struct Parts {
     tls: Arc<rustls::ServerConfig>,
 }
 
-async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
+async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String>> {
     let config = Config::from_flags(flags).map_err(|e| e.0)?;
     let mut errors = Vec::new();
     let authenticators = Authenticators::new(
@@ -59,7 +63,7 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
             Upstream::new(&kube_config, config.upstream.request_timeout)
                 .map_err(|e| errors.push(e.to_string()))
                 .ok(),
-            identity_forwarding(&config, &kube_config, &mut errors),
+            identity_forwarding(&config, &kube_config, metrics.clone(), &mut errors),
         ),
         Err(e) => {
             errors.push(e.to_string());
@@ -96,12 +100,16 @@ async fn build(flags: &Flags) -> Result<Parts, Vec<String>> {
 fn identity_forwarding(
     config: &Config,
     kube_config: &kube::Config,
+    metrics: Arc<Metrics>,
     errors: &mut Vec<String>,
 ) -> Option<IdentityForwarding> {
     let settings = config.identity.clone();
     let reviewer = Reviewer::new(kube_config, config.reviews.clone())
         .map_err(|e| errors.push(format!("API server review client: {e}")))
-        .ok()?;
+        .ok()?
+        .with_observer(Arc::new(move |kind, duration, failed| {
+            metrics.review(kind, duration, failed)
+        }));
     let caller_upstream = if settings.token_passthrough || settings.disable_impersonation {
         Some(
             Upstream::without_credentials(kube_config, config.upstream.request_timeout)
@@ -119,7 +127,9 @@ fn identity_forwarding(
 }
 
 async fn run(flags: Flags) -> ExitCode {
-    let parts = match build(&flags).await {
+    // The request-path families now; scrape-time sources once the parts they read exist.
+    let metrics = Arc::new(Metrics::new());
+    let parts = match build(&flags, metrics.clone()).await {
         Ok(parts) => parts,
         Err(errors) => {
             for error in &errors {
@@ -162,10 +172,17 @@ async fn run(flags: Flags) -> ExitCode {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Arc::new(probe::Readiness::new(
-        authenticators.clone(),
-        config.authentication.readiness,
-    ));
+    register_scrape_sources(&metrics, &authenticators, &certificates);
+    let upstream_health = Arc::new(probe::UpstreamHealth::default());
+    let upstream_check = tokio::spawn(
+        upstream_health
+            .clone()
+            .run(upstream.clone(), UPSTREAM_CHECK_INTERVAL),
+    );
+    let readiness = Arc::new(
+        probe::Readiness::new(authenticators.clone(), config.authentication.readiness)
+            .with_upstream(upstream_health),
+    );
     authenticators.start();
     let config_watch = config.authentication.file.clone().map(|file| {
         tokio::spawn(authenticators.clone().watch_file(
@@ -179,10 +196,14 @@ async fn run(flags: Flags) -> ExitCode {
     let probe_task = tokio::spawn(probe::serve_probes(
         probes,
         readiness.clone(),
+        Some(metrics.clone()),
         stop_rx.clone(),
     ));
-    let proxy =
-        Arc::new(Proxy::new(authenticators.clone(), upstream.clone()).with_identity(identity));
+    let proxy = Arc::new(
+        Proxy::new(authenticators.clone(), upstream.clone())
+            .with_identity(identity)
+            .with_metrics(metrics),
+    );
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,
@@ -211,8 +232,73 @@ async fn run(flags: Flags) -> ExitCode {
         config_watch.abort();
     }
     cert_watch.abort();
+    upstream_check.abort();
     probe_task.abort();
     ExitCode::SUCCESS
+}
+
+/// Metrics read at scrape time from the parts that keep the state.
+fn register_scrape_sources(
+    metrics: &Metrics,
+    authenticators: &Arc<Authenticators>,
+    certificates: &Arc<tls::ServingCertificates>,
+) {
+    let keys = authenticators.clone();
+    metrics.register_scrape(
+        "jwks_fetches",
+        "Issuer discovery + JWKS fetches by issuer and result (success, error)",
+        Kind::Counter,
+        move |samples| {
+            for (issuer, counts, _) in keys.key_stats() {
+                samples.push(
+                    vec![("issuer", issuer.clone()), ("result", "success".into())],
+                    counts.succeeded as f64,
+                );
+                samples.push(
+                    vec![("issuer", issuer), ("result", "error".into())],
+                    counts.failed as f64,
+                );
+            }
+        },
+    );
+    let keys = authenticators.clone();
+    metrics.register_scrape(
+        "jwks_age_seconds",
+        "Seconds since the issuer's signing keys were last fetched (absent until first loaded)",
+        Kind::Gauge,
+        move |samples| {
+            for (issuer, _, age) in keys.key_stats() {
+                if let Some(age) = age {
+                    samples.push(vec![("issuer", issuer)], age.as_secs_f64());
+                }
+            }
+        },
+    );
+    let reloads = authenticators.clone();
+    metrics.register_scrape(
+        "config_reloads",
+        "Authentication configuration reloads by result (success, failure)",
+        Kind::Counter,
+        move |samples| {
+            let counts = reloads.reload_counts();
+            samples.push(vec![("result", "success".into())], counts.succeeded as f64);
+            samples.push(vec![("result", "failure".into())], counts.failed as f64);
+        },
+    );
+    let certificates = certificates.clone();
+    metrics.register_scrape(
+        "serving_certificate_expiry_timestamp_seconds",
+        "When the serving certificate in use expires (Unix time)",
+        Kind::Gauge,
+        move |samples| {
+            let expiry = certificates
+                .not_after()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok());
+            if let Some(expiry) = expiry {
+                samples.push(vec![], expiry.as_secs_f64());
+            }
+        },
+    );
 }
 
 async fn wait_for_signal() {

@@ -24,3 +24,23 @@ pub struct RequestInfo {
     /// The path segments after the version (and after `namespaces/<ns>` for namespaced ones).
     pub parts: Vec<String>,
 }
+
+// PLACEHOLDER until the parser lands from its branch: verb only.
+/// Parses a request.
+pub fn parse(method: &http::Method, path: &str, query: Option<&str>) -> RequestInfo {
+    let watch = query.is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+    RequestInfo {
+        path: path.to_string(),
+        verb: if watch {
+            "watch".into()
+        } else {
+            method.as_str().to_ascii_lowercase()
+        },
+        ..RequestInfo::default()
+    }
+}
+
+/// Whether kube-apiserver treats the request as long-running.
+pub fn is_long_running(info: &RequestInfo) -> bool {
+    info.verb == "watch"
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
-use super::issuer::{Issuer, IssuerError, IssuerHealth, IssuerSettings};
+use super::issuer::{FetchCounts, Issuer, IssuerError, IssuerHealth, IssuerSettings};
 use super::jws::{self, JwsError, MAX_TOKEN_BYTES};
 use super::oidc::{AuthError, JwtAuthenticator, JwtConfig};
 use super::UserInfo;
@@ -98,6 +98,8 @@ pub struct Authenticated {
     pub user: Arc<UserInfo>,
     /// The issuer URL of the authenticator that accepted the token.
     pub issuer: Arc<str>,
+    /// Whether the verified-token cache answered (no signature check ran).
+    pub cached: bool,
 }
 
 /// One issuer's keys and the task keeping them fresh; shared by the sets that use the issuer,
@@ -281,7 +283,7 @@ impl Authenticators {
         let issuer = jws::unverified_issuer(token).ok_or(AuthError::UnknownIssuer)?;
         let index = *set.by_issuer.get(&issuer).ok_or(AuthError::UnknownIssuer)?;
         let (authenticator, _) = &set.authenticators[index];
-        let user = authenticator.authenticate(token, now).await?;
+        let (user, cached) = authenticator.authenticate_noting_cache(token, now).await?;
         if !self.options.allow_reserved_identities {
             if let Some(reserved) = ReservedIdentity::of(&user) {
                 return Err(reserved.into());
@@ -290,7 +292,45 @@ impl Authenticators {
         Ok(Authenticated {
             user,
             issuer: authenticator.config().issuer.url.as_str().into(),
+            cached,
         })
+    }
+
+    /// The configured issuer `token` names, without verifying anything: the issuer label of a
+    /// refused token's metrics (a name from the configuration, never the client's text).
+    pub fn claimed_issuer(&self, token: &str) -> Option<Arc<str>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let issuer = jws::unverified_issuer(token)?;
+        let set = self.current.load();
+        let index = *set.by_issuer.get(&issuer)?;
+        Some(
+            set.authenticators[index]
+                .0
+                .config()
+                .issuer
+                .url
+                .as_str()
+                .into(),
+        )
+    }
+
+    /// Every issuer's key-fetch counters and key age, in configuration order (metrics).
+    pub fn key_stats(&self) -> Vec<(String, FetchCounts, Option<Duration>)> {
+        self.current
+            .load()
+            .authenticators
+            .iter()
+            .map(|(authenticator, _)| {
+                let issuer = authenticator.issuer();
+                (
+                    authenticator.config().issuer.url.clone(),
+                    issuer.fetch_counts(),
+                    issuer.key_age(),
+                )
+            })
+            .collect()
     }
 
     /// Every issuer's health, in configuration order.

@@ -13,6 +13,7 @@
 //!
 //! Keys are swapped whole (`ArcSwap`); readers never wait on a refresh.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +108,17 @@ pub struct Issuer {
     /// (unknown `kid`) refresh happened, for the rate limit.
     fetch_lock: Mutex<Option<Instant>>,
     last_error: ArcSwapOption<String>,
+    fetches_succeeded: AtomicU64,
+    fetches_failed: AtomicU64,
+}
+
+/// Counters of an issuer's key fetches, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FetchCounts {
+    /// Discovery + JWKS fetches that installed keys.
+    pub succeeded: u64,
+    /// Fetches that failed (the old keys kept serving).
+    pub failed: u64,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -225,6 +237,8 @@ impl Issuer {
             client,
             snapshot: ArcSwapOption::empty(),
             fetch_lock: Mutex::new(None),
+            fetches_succeeded: AtomicU64::new(0),
+            fetches_failed: AtomicU64::new(0),
             last_error: ArcSwapOption::empty(),
         })
     }
@@ -332,11 +346,13 @@ impl Issuer {
                 );
                 self.snapshot.store(Some(Arc::new(snapshot)));
                 self.last_error.store(None);
+                self.fetches_succeeded.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer_url, error = %e, "refreshing issuer keys failed");
                 self.last_error.store(Some(Arc::new(e.to_string())));
+                self.fetches_failed.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -361,6 +377,22 @@ impl Issuer {
         *last_forced = Some(Instant::now());
         self.refresh_locked().await.ok()?;
         self.keys().filter(|keys| !Arc::ptr_eq(keys, seen))
+    }
+
+    /// How many key fetches succeeded and failed.
+    pub fn fetch_counts(&self) -> FetchCounts {
+        FetchCounts {
+            succeeded: self.fetches_succeeded.load(Ordering::Relaxed),
+            failed: self.fetches_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How long ago the current keys were fetched, if any were.
+    pub fn key_age(&self) -> Option<Duration> {
+        self.snapshot
+            .load()
+            .as_ref()
+            .map(|s| s.fetched_at.elapsed())
     }
 
     /// Installs keys as if fetched now (tests only).

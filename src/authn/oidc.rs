@@ -68,6 +68,29 @@ pub enum AuthError {
     Reserved(#[from] super::authenticators::ReservedIdentity),
 }
 
+impl AuthError {
+    /// A short, fixed label for why a token was refused (metrics; never client input).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::NotMine(_) | AuthError::UnknownIssuer => "unknown_issuer",
+            AuthError::NotReady(_) => "issuer_not_ready",
+            AuthError::Jws(JwsError::NoMatchingKey) => "unknown_key",
+            AuthError::Jws(JwsError::BadSignature) => "invalid_signature",
+            AuthError::Jws(JwsError::AlgorithmNotAllowed(_)) => "algorithm_not_allowed",
+            AuthError::Jws(_) => "malformed_token",
+            AuthError::Claims(claim) => match claim {
+                ClaimError::Expired { .. } => "expired",
+                ClaimError::NotYetValid { .. } => "not_yet_valid",
+                ClaimError::AudienceMismatch { .. } => "audience_mismatch",
+                ClaimError::IssuerMismatch { .. } => "issuer_mismatch",
+                ClaimError::InvalidJson | ClaimError::NotAnObject => "malformed_token",
+                _ => "claims_rejected",
+            },
+            AuthError::Reserved(_) => "reserved_identity",
+        }
+    }
+}
+
 #[derive(Clone)]
 struct CachedUser {
     user: Arc<UserInfo>,
@@ -143,10 +166,22 @@ impl JwtAuthenticator {
         token: &str,
         now: SystemTime,
     ) -> Result<Arc<UserInfo>, AuthError> {
+        self.authenticate_noting_cache(token, now)
+            .await
+            .map(|(user, _)| user)
+    }
+
+    /// [`JwtAuthenticator::authenticate`], also telling whether the verified-token cache
+    /// answered (for metrics).
+    pub async fn authenticate_noting_cache(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(Arc<UserInfo>, bool), AuthError> {
         let key = token_key(token);
         if let Some(hit) = self.cache.get(&key) {
             if now <= hit.valid_until {
-                return Ok(hit.user);
+                return Ok((hit.user, true));
             }
             self.cache.remove(&key);
         }
@@ -187,7 +222,7 @@ impl JwtAuthenticator {
                 valid_until,
             },
         );
-        Ok(user)
+        Ok((user, false))
     }
 }
 

@@ -6,30 +6,39 @@
 pub mod client_ip;
 pub mod headers;
 pub mod identity;
+pub mod observed;
 pub mod status;
 pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use crate::audit::request_info;
 use crate::authn::authenticators::Authenticators;
 use crate::authn::oidc::AuthError;
 use crate::authn::{bearer_token, UserInfo};
 use crate::impersonation::{extras, inbound, set_impersonation_headers};
 use crate::observe::access_log::{self, Source};
+use crate::observe::metrics::{self, AuthOutcome, Metrics};
 use crate::upstream::review::ReviewError;
 use crate::upstream::{Body, Route, Upstream, UpstreamError};
 use identity::IdentityForwarding;
+use observed::{BodyEnd, ObservedBody};
 use status::Status;
+
+/// The `issuer` metrics label of callers a TokenReview accepted (`--token-passthrough`).
+const TOKEN_REVIEW_ISSUER: &str = "tokenreview";
 
 /// What one request's log line needs.
 struct RequestContext {
+    /// The verb label of its metrics.
+    verb: &'static str,
     source: Source,
     uri: String,
     /// The client's address by the `--trusted-proxies` rule (see [`client_ip`]).
@@ -40,6 +49,8 @@ struct RequestContext {
 struct Caller {
     user: Arc<UserInfo>,
     token: String,
+    /// The metrics label of who vouched for the caller: the issuer URL, or `tokenreview`.
+    issuer: Arc<str>,
     /// Accepted by a TokenReview (`--token-passthrough`), not by an issuer.
     passthrough: bool,
 }
@@ -66,6 +77,16 @@ pub struct Proxy {
     authenticators: Arc<Authenticators>,
     upstream: Upstream,
     identity: IdentityForwarding,
+    metrics: Arc<Metrics>,
+}
+
+/// What serving a request learned that observing it needs.
+#[derive(Default)]
+struct Outcome {
+    /// Who authenticated the caller (the `issuer` metrics label); empty when nobody did.
+    issuer: Option<Arc<str>>,
+    /// The response is a `101`: the splice reports its own end.
+    upgraded: bool,
 }
 
 /// Boxes any body into the pipeline's body type.
@@ -90,7 +111,14 @@ impl Proxy {
             authenticators,
             upstream,
             identity: IdentityForwarding::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records into `metrics` (by default a registry nobody scrapes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets how identities are forwarded (`kubectl --as`, passthrough, no impersonation, extra
@@ -103,8 +131,51 @@ impl Proxy {
 
     /// Handles one request from `peer`. Never fails: every error becomes a `Status` response.
     pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let info = request_info::parse(
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+        );
+        let is_upgrade = request.version() <= http::Version::HTTP_11
+            && headers::is_upgrade_request(request.headers());
+        let long_running = is_upgrade || request_info::is_long_running(&info);
+        let in_flight = self.metrics.in_flight(long_running);
+        let verb = metrics::verb_label(&info.verb);
+        let mut outcome = Outcome::default();
+        let response = self.serve(request, peer, verb, &mut outcome).await;
+
+        // Counted when the response ends: a short request's duration runs to its last byte.
+        let metrics = self.metrics.clone();
+        let code = response.status().as_u16();
+        let issuer = outcome.issuer.unwrap_or_else(|| Arc::from(""));
+        let record = move |_: BodyEnd| {
+            let duration = (!long_running).then(|| started.elapsed());
+            metrics.request(verb, code, issuer, duration);
+            drop(in_flight);
+        };
+        if outcome.upgraded {
+            // The body of a 101 is empty; the spliced connection is counted by its own guard.
+            record(BodyEnd {
+                bytes: 0,
+                completed: true,
+            });
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, boxed(ObservedBody::new(body, record)))
+    }
+
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        verb: &'static str,
+        outcome: &mut Outcome,
+    ) -> Response<Body> {
         let settings = &self.identity.settings;
         let context = RequestContext {
+            verb,
             source: Source::from_request(peer.ip(), request.headers()),
             uri: request
                 .uri()
@@ -119,7 +190,10 @@ impl Proxy {
         // Step 1: authenticate (the issuer; then, with --token-passthrough, a TokenReview for a
         // token no issuer claims).
         let caller = match self.authenticate(&request).await {
-            Ok(caller) => caller,
+            Ok(caller) => {
+                outcome.issuer = Some(caller.issuer.clone());
+                caller
+            }
             Err(failure) => {
                 access_log::emit(&access_log::failure_line(
                     time::OffsetDateTime::now_utc(),
@@ -176,45 +250,114 @@ impl Proxy {
         };
 
         // Steps 3-4: build the upstream request and forward it.
-        self.forward(request, outbound, &context).await
+        let response = self.forward(request, outbound, &context).await;
+        outcome.upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        response
     }
 
+    /// Authenticates the request and records the outcome in the metrics.
     async fn authenticate(&self, request: &Request<Incoming>) -> Result<Caller, AuthFailure> {
-        let token = request_token(request.headers()).map_err(AuthFailure::Unauthorized)?;
+        let token = match request_token(request.headers()) {
+            Ok(token) => token,
+            Err(reason) => {
+                self.metrics
+                    .authentication(Arc::from(""), AuthOutcome::Failure("no_token"));
+                return Err(AuthFailure::Unauthorized(reason));
+            }
+        };
+        let result = self.authenticate_token(token).await;
+        let (issuer, outcome) = match &result {
+            Ok(caller) => (caller.issuer.clone(), AuthOutcome::Success),
+            Err((issuer, AuthFailure::Unauthorized(_), reason)) => {
+                (issuer.clone(), AuthOutcome::Failure(reason))
+            }
+            Err((issuer, AuthFailure::ReviewFailed(_), reason)) => {
+                (issuer.clone(), AuthOutcome::Error(reason))
+            }
+        };
+        self.metrics.authentication(issuer, outcome);
+        result.map_err(|(_, failure, _)| failure)
+    }
+
+    /// Authenticates a bearer token; a failure comes with its metrics issuer and reason.
+    async fn authenticate_token(
+        &self,
+        token: String,
+    ) -> Result<Caller, (Arc<str>, AuthFailure, &'static str)> {
         let now = SystemTime::now();
-        match self.authenticators.authenticate(&token, now).await {
-            Ok(authenticated) => Ok(Caller {
-                user: authenticated.user,
-                token,
-                passthrough: false,
-            }),
-            Err(AuthError::NotReady(issuer)) => {
-                tracing::warn!(%issuer, "token refused: issuer keys not loaded yet");
-                Err(AuthFailure::Unauthorized(format!(
-                    "issuer {issuer} not initialized"
-                )))
+        let error = match self.authenticators.authenticate(&token, now).await {
+            Ok(authenticated) => {
+                self.metrics
+                    .token_cache(authenticated.issuer.clone(), authenticated.cached);
+                return Ok(Caller {
+                    user: authenticated.user,
+                    token,
+                    issuer: authenticated.issuer,
+                    passthrough: false,
+                });
+            }
+            Err(error) => error,
+        };
+        let issuer = || {
+            self.authenticators
+                .claimed_issuer(&token)
+                .unwrap_or_else(|| Arc::from(""))
+        };
+        match error {
+            AuthError::NotReady(ref url) => {
+                tracing::warn!(issuer = %url, "token refused: issuer keys not loaded yet");
+                Err((
+                    issuer(),
+                    AuthFailure::Unauthorized(format!("issuer {url} not initialized")),
+                    error.reason(),
+                ))
             }
             // Only a token that no issuer claims is the API server's to judge; one the issuer
             // claims but refuses stays refused.
-            Err(AuthError::UnknownIssuer) if self.identity.settings.token_passthrough => {
-                let Some(reviewer) = &self.identity.reviewer else {
-                    return Err(AuthFailure::Unauthorized(
-                        "no configured issuer claims the token".into(),
-                    ));
-                };
-                match reviewer.review_token(&token, now).await {
-                    Ok(Some(user)) => Ok(Caller {
-                        user: Arc::new(user),
-                        token,
-                        passthrough: true,
-                    }),
-                    Ok(None) => Err(AuthFailure::Unauthorized(
-                        "TokenReview: not authenticated for the configured audiences".into(),
-                    )),
-                    Err(error) => Err(AuthFailure::ReviewFailed(error)),
-                }
+            AuthError::UnknownIssuer if self.identity.settings.token_passthrough => {
+                self.review_token(token, now).await
             }
-            Err(e) => Err(AuthFailure::Unauthorized(e.to_string())),
+            error => Err((
+                issuer(),
+                AuthFailure::Unauthorized(error.to_string()),
+                error.reason(),
+            )),
+        }
+    }
+
+    /// `--token-passthrough`: asks the API server about a token no issuer claims.
+    async fn review_token(
+        &self,
+        token: String,
+        now: SystemTime,
+    ) -> Result<Caller, (Arc<str>, AuthFailure, &'static str)> {
+        let label: Arc<str> = Arc::from(TOKEN_REVIEW_ISSUER);
+        let Some(reviewer) = &self.identity.reviewer else {
+            return Err((
+                Arc::from(""),
+                AuthFailure::Unauthorized("no configured issuer claims the token".into()),
+                "unknown_issuer",
+            ));
+        };
+        match reviewer.review_token(&token, now).await {
+            Ok(Some(user)) => Ok(Caller {
+                user: Arc::new(user),
+                token,
+                issuer: label,
+                passthrough: true,
+            }),
+            Ok(None) => Err((
+                label,
+                AuthFailure::Unauthorized(
+                    "TokenReview: not authenticated for the configured audiences".into(),
+                ),
+                "token_review_rejected",
+            )),
+            Err(error) => Err((
+                label,
+                AuthFailure::ReviewFailed(error),
+                "token_review_failed",
+            )),
         }
     }
 
@@ -313,13 +456,15 @@ impl Proxy {
         } else {
             Route::for_request(&context.uri)
         };
+        let sent = Instant::now();
         let response = match upstream.send(upstream_request, route).await {
             Ok(response) => response,
             Err(e) => return upstream_error_response(e, &context.uri),
         };
+        self.metrics.upstream(context.verb, sent.elapsed());
 
         if let Some(client_upgrade) = client_upgrade {
-            return upgrade::finish(response, client_upgrade);
+            return upgrade::finish(response, client_upgrade, &self.metrics);
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_response_hop_by_hop(&mut parts.headers);

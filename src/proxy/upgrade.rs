@@ -6,13 +6,83 @@
 //! failed upgrade can reach the API server. The 101's headers (`Sec-WebSocket-Accept`,
 //! `Sec-WebSocket-Protocol`, `X-Stream-Protocol-Version`) go back unchanged.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use http::{header, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{boxed, headers, status_response, Status};
+use crate::observe::metrics::Metrics;
 use crate::upstream::Body;
+
+pin_project! {
+    /// A connection that counts the bytes read from it (live, so an hours-long exec session
+    /// shows its traffic while it runs).
+    struct Counted<T> {
+        #[pin]
+        inner: T,
+        read: Counter,
+    }
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, read: Counter) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.read.inc_by(read as u64);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// Completes an upgrade after the API server's answer `response` to the forwarded request.
 ///
@@ -22,7 +92,11 @@ use crate::upstream::Body;
 /// (half-close). Any other answer is returned as an ordinary response with
 /// `Connection: close`, so the client connection ends after it and nothing the client sent
 /// behind the request is ever read as a new request.
-pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<Body> {
+pub fn finish(
+    mut response: Response<Incoming>,
+    client: OnUpgrade,
+    metrics: &Metrics,
+) -> Response<Body> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::strip_response_hop_by_hop(&mut parts.headers);
@@ -44,6 +118,7 @@ pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<B
     }
     let upstream = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
+    let counters = metrics.upgrade();
     // The splice lives in its own task: it ends (dropping and so closing both connections)
     // when both directions have ended, or at the first error in either.
     tokio::spawn(async move {
@@ -54,8 +129,8 @@ pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<B
                 return;
             }
         };
-        let mut client_io = TokioIo::new(client_io);
-        let mut upstream_io = TokioIo::new(upstream_io);
+        let mut client_io = Counted::new(TokioIo::new(client_io), counters.to_upstream.clone());
+        let mut upstream_io = Counted::new(TokioIo::new(upstream_io), counters.to_client.clone());
         // copy_bidirectional propagates each side's EOF as a write shutdown of the other
         // (half-close) and ends when both directions are done; dropping both closes them.
         match tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await {
@@ -64,6 +139,7 @@ pub fn finish(mut response: Response<Incoming>, client: OnUpgrade) -> Response<B
             }
             Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
         }
+        drop(counters);
     });
     let mut response = Response::new(boxed(http_body_util::Empty::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -137,6 +137,9 @@ impl Route {
     }
 }
 
+/// How long the readiness check waits for the API server.
+pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pooled client for the API server with the proxy's own credentials attached.
 #[derive(Clone)]
 pub struct Upstream {
@@ -318,6 +321,29 @@ impl Upstream {
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = Some(format!("{prefix}{path_and_query}").parse()?);
         Ok(Uri::from_parts(parts)?)
+    }
+
+    /// Whether the API server answers the proxy: `GET /readyz` with the proxy's credentials
+    /// within [`REACHABILITY_TIMEOUT`]. Any answer but a 401 (the proxy's credentials are
+    /// refused) or a 5xx counts; kube-apiserver lets every authenticated user read `/readyz`
+    /// (ClusterRole `system:public-info-viewer`).
+    pub async fn check_reachable(&self) -> Result<(), String> {
+        let target = self.target("/readyz").map_err(|e| e.to_string())?;
+        let request = Request::get(target)
+            .body(crate::proxy::boxed(http_body_util::Empty::new()))
+            .map_err(|e| e.to_string())?;
+        let answer =
+            tokio::time::timeout(REACHABILITY_TIMEOUT, self.send(request, Route::Multiplexed))
+                .await
+                .map_err(|_| format!("no answer within {REACHABILITY_TIMEOUT:?}"))?;
+        let status = answer.map_err(|e| e.to_string())?.status();
+        if status == http::StatusCode::UNAUTHORIZED {
+            Err("the API server refuses the proxy's credentials (401)".into())
+        } else if status.is_server_error() {
+            Err(format!("GET /readyz answered {status}"))
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends a request with the proxy's credentials on the connections of `route`.

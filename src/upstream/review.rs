@@ -17,6 +17,7 @@
 //! here, so an RBAC change or a deleted ServiceAccount takes effect almost at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -116,7 +117,21 @@ struct CachedToken {
 }
 
 /// Makes SubjectAccessReviews and TokenReviews; shared by every request.
+/// Which review an observation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewKind {
+    /// A SubjectAccessReview (`kubectl --as`).
+    SubjectAccess,
+    /// A TokenReview (`--token-passthrough`).
+    Token,
+}
+
+/// Told the duration of every review call that reached for the API server (cache hits are
+/// not calls) and whether it got no answer.
+pub type ReviewObserver = Arc<dyn Fn(ReviewKind, Duration, bool) + Send + Sync>;
+
 pub struct Reviewer {
+    observer: Option<ReviewObserver>,
     access: Api<SubjectAccessReview>,
     tokens: Api<TokenReview>,
     settings: ReviewSettings,
@@ -180,6 +195,7 @@ impl Reviewer {
         config.default_retry = false;
         let client = kube::Client::try_from(config)?;
         Ok(Self {
+            observer: None,
             access: Api::all(client.clone()),
             tokens: Api::all(client),
             settings,
@@ -189,6 +205,25 @@ impl Reviewer {
     }
 
     /// The settings in force.
+    /// Reports every review call to `observer` (metrics).
+    pub fn with_observer(mut self, observer: ReviewObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    async fn observed<T>(
+        &self,
+        kind: ReviewKind,
+        call: impl std::future::Future<Output = Result<T, ReviewError>>,
+    ) -> Result<T, ReviewError> {
+        let started = Instant::now();
+        let result = call.await;
+        if let Some(observer) = &self.observer {
+            observer(kind, started.elapsed(), result.is_err());
+        }
+        result
+    }
+
     pub fn settings(&self) -> &ReviewSettings {
         &self.settings
     }
@@ -243,13 +278,17 @@ impl Reviewer {
             spec,
             ..SubjectAccessReview::default()
         };
-        let answer = tokio::time::timeout_at(
-            deadline,
-            self.access.create(&PostParams::default(), &review),
-        )
-        .await
-        .map_err(|_| ReviewError::Timeout(self.settings.timeout))?
-        .map_err(ReviewError::from_kube)?;
+        let answer = self
+            .observed(ReviewKind::SubjectAccess, async {
+                tokio::time::timeout_at(
+                    deadline,
+                    self.access.create(&PostParams::default(), &review),
+                )
+                .await
+                .map_err(|_| ReviewError::Timeout(self.settings.timeout))?
+                .map_err(ReviewError::from_kube)
+            })
+            .await?;
         let status = answer
             .status
             .ok_or_else(|| ReviewError::Malformed("no status".into()))?;
@@ -295,13 +334,17 @@ impl Reviewer {
             },
             ..TokenReview::default()
         };
-        let answer = tokio::time::timeout(
-            self.settings.timeout,
-            self.tokens.create(&PostParams::default(), &review),
-        )
-        .await
-        .map_err(|_| ReviewError::Timeout(self.settings.timeout))?
-        .map_err(ReviewError::from_kube)?;
+        let answer = self
+            .observed(ReviewKind::Token, async {
+                tokio::time::timeout(
+                    self.settings.timeout,
+                    self.tokens.create(&PostParams::default(), &review),
+                )
+                .await
+                .map_err(|_| ReviewError::Timeout(self.settings.timeout))?
+                .map_err(ReviewError::from_kube)
+            })
+            .await?;
         let status = answer
             .status
             .ok_or_else(|| ReviewError::Malformed("no status".into()))?;
