@@ -181,7 +181,10 @@ async fn run(flags: Flags) -> ExitCode {
     );
     let readiness = Arc::new(
         probe::Readiness::new(authenticators.clone(), config.authentication.readiness)
-            .with_upstream(upstream_health),
+            .with_upstream(
+                upstream_health,
+                config.authentication.readiness_requires_upstream,
+            ),
     );
     authenticators.start();
     let config_watch = config.authentication.file.clone().map(|file| {

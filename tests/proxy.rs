@@ -313,7 +313,13 @@ async fn upstream_failures_are_502_and_504_status() {
     let ca = TestCa::new();
     let issuer = TestIssuer::start(&ca).await;
     let dead = format!("https://127.0.0.1:{}", support::proxy::free_port());
-    let proxy = ProxyProcess::start(&ca, &issuer.url, &dead, &[]).await;
+    let proxy = ProxyProcess::start(
+        &ca,
+        &issuer.url,
+        &dead,
+        &["--readiness-upstream=reported".to_string()],
+    )
+    .await;
     let token = issuer.token(&issuer.claims("kube", json!({})));
     let request = Request::get(format!("{}/api", proxy.url))
         .header("authorization", format!("Bearer {token}"))

@@ -41,7 +41,11 @@ async fn setup() -> Setup {
         &ca,
         &issuer.url,
         &api.url,
-        &["--oidc-groups-claim=groups".to_string()],
+        // The byte-level server answers upgrades only, not the API server's /readyz.
+        &[
+            "--oidc-groups-claim=groups".to_string(),
+            "--readiness-upstream=reported".to_string(),
+        ],
     )
     .await;
     Setup {

@@ -152,6 +152,11 @@ pub struct Flags {
     #[arg(long, default_value = "all", help_heading = "Authentication")]
     pub readiness_issuers: String,
 
+    /// Whether /ready also needs the API server to answer (GET /readyz with the proxy's
+    /// credentials, every 5s): "required", or "reported" (listed by /readyz?verbose only).
+    #[arg(long, default_value = "required", help_heading = "Kube-OIDC-Proxy")]
+    pub readiness_upstream: String,
+
     // ---- Secure Serving ----
     /// The IP address on which to serve HTTPS.
     #[arg(long, default_value = "0.0.0.0", help_heading = "Secure Serving")]

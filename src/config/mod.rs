@@ -55,6 +55,8 @@ pub struct AuthenticationSettings {
     pub allow_reserved_identities: bool,
     /// `--readiness-issuers`.
     pub readiness: IssuerReadiness,
+    /// `--readiness-upstream=required`: not ready while the API server does not answer.
+    pub readiness_requires_upstream: bool,
 }
 
 /// The `--authentication-config` file as it was read at startup.
@@ -261,6 +263,16 @@ fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> Authentic
             IssuerReadiness::All
         }
     };
+    let readiness_requires_upstream = match flags.readiness_upstream.as_str() {
+        "required" => true,
+        "reported" => false,
+        other => {
+            errors.push(format!(
+                "--readiness-upstream: {other:?} is not one of \"required\", \"reported\""
+            ));
+            true
+        }
+    };
     let (jwt, file) = match &flags.authentication_config {
         None => (vec![jwt_config(flags, errors)], None),
         Some(path) => {
@@ -320,6 +332,7 @@ fn authentication_settings(flags: &Flags, errors: &mut Vec<String>) -> Authentic
         file,
         allow_reserved_identities: flags.allow_reserved_identities,
         readiness,
+        readiness_requires_upstream,
     }
 }
 

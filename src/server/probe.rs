@@ -7,7 +7,8 @@
 //!   wait for its OIDC issuers; the Go proxy's `/ready` waits for its one issuer, and so does
 //!   this one, for each.
 //!   The API server must answer too (checked every few seconds in the background, see
-//!   [`UpstreamHealth`]): a proxy that cannot reach it cannot serve.
+//!   [`UpstreamHealth`]): a proxy that cannot reach it cannot serve
+//!   (`--readiness-upstream=reported` only lists it).
 //!   `?verbose` lists every check as kube-apiserver's `/readyz?verbose` does.
 //! - `/live`, `/healthz`, `/livez`: 200 while the process runs its event loop.
 //! - `/metrics`: Prometheus metrics (see `crate::observe::metrics`).
@@ -52,6 +53,8 @@ pub struct Readiness {
     authenticators: Arc<Authenticators>,
     policy: IssuerReadiness,
     upstream: Option<Arc<UpstreamHealth>>,
+    /// Whether a failing `upstream` check makes the proxy unready (`--readiness-upstream`).
+    upstream_required: bool,
 }
 
 /// One named readiness check and its result, as kube-apiserver's `/readyz?verbose` lists them.
@@ -69,12 +72,15 @@ impl Readiness {
             authenticators,
             policy,
             upstream: None,
+            upstream_required: false,
         }
     }
 
-    /// Makes readiness also depend on the API server answering (see [`UpstreamHealth`]).
-    pub fn with_upstream(mut self, upstream: Arc<UpstreamHealth>) -> Self {
+    /// Reports whether the API server answers (see [`UpstreamHealth`]); when `required`, the
+    /// proxy is not ready while it does not.
+    pub fn with_upstream(mut self, upstream: Arc<UpstreamHealth>, required: bool) -> Self {
         self.upstream = Some(upstream);
+        self.upstream_required = required;
         self
     }
 
@@ -152,7 +158,7 @@ impl Readiness {
             }
             return Err(reason);
         }
-        if let Some(upstream) = failed("upstream") {
+        if let Some(upstream) = failed("upstream").filter(|_| self.upstream_required) {
             return Err(format!(
                 "API server: {}",
                 upstream.result.clone().unwrap_err()
