@@ -639,3 +639,1045 @@ fn validate_omit_stages(stages: &[String], path: &str, errors: &mut Errors) -> S
     }
     set
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tables re-create kube's tests as of Kubernetes v1.36.0:
+    //! `staging/src/k8s.io/apiserver/pkg/audit/policy/{checker_test,reader_test}.go` and
+    //! `staging/src/k8s.io/apiserver/pkg/apis/audit/validation/validation_test.go`.
+
+    use super::*;
+    use Level::{Metadata, Request, RequestResponse};
+    use Stage::{Panic, RequestReceived, ResponseComplete, ResponseStarted};
+
+    const HEAD: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\n";
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn stages(items: &[Stage]) -> StageSet {
+        items.iter().copied().collect()
+    }
+
+    // ---- checker_test.go -----------------------------------------------------------------
+
+    /// A resource request (`is_resource_request`, group, version, resource, subresource, name).
+    fn resource_request(
+        verb: &str,
+        namespace: &str,
+        (group, version): (&str, &str),
+        (resource, subresource, name): (&str, &str, &str),
+        path: &str,
+    ) -> RequestInfo {
+        RequestInfo {
+            is_resource_request: true,
+            path: path.to_owned(),
+            verb: verb.to_owned(),
+            api_prefix: if group.is_empty() { "api" } else { "apis" }.to_owned(),
+            api_group: group.to_owned(),
+            api_version: version.to_owned(),
+            namespace: namespace.to_owned(),
+            resource: resource.to_owned(),
+            subresource: subresource.to_owned(),
+            name: name.to_owned(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// checker_test.go's `attrs`: the user, their groups and the request.
+    fn attrs(name: &str) -> (&'static str, Vec<String>, RequestInfo) {
+        let tim = ("tim@k8s.io", strings(&["humans", "developers"]));
+        let pod_path = "/api/v1/namespaces/default/pods/busybox";
+        let rbac = ("rbac.authorization.k8s.io", "v1beta1");
+        let (user, info) = match name {
+            "namespaced" => (
+                tim,
+                resource_request(
+                    "get",
+                    "default",
+                    ("", "v1"),
+                    ("pods", "", "busybox"),
+                    pod_path,
+                ),
+            ),
+            "cluster" => (
+                tim,
+                resource_request(
+                    "get",
+                    "",
+                    rbac,
+                    ("clusterroles", "", "edit"),
+                    "/apis/rbac.authorization.k8s.io/v1beta1/clusterroles/edit",
+                ),
+            ),
+            "nonResource" => (
+                tim,
+                RequestInfo {
+                    verb: "get".into(),
+                    path: "/logs/kubelet.log".into(),
+                    ..RequestInfo::default()
+                },
+            ),
+            "subresource" => (
+                tim,
+                resource_request(
+                    "get",
+                    "default",
+                    ("", "v1"),
+                    ("pods", "log", "busybox"),
+                    pod_path,
+                ),
+            ),
+            "Unauthorized" => (
+                ("", Vec::new()),
+                resource_request(
+                    "get",
+                    "default",
+                    ("", "v1"),
+                    ("pods", "", "busybox"),
+                    pod_path,
+                ),
+            ),
+            "ClusterRoleUpdate" => (
+                tim,
+                resource_request(
+                    "update",
+                    "",
+                    rbac,
+                    ("clusterroles", "status", "somerole"),
+                    "/apis/rbac.authorization.k8s.io/v1beta1/clusterroles/somerole",
+                ),
+            ),
+            other => panic!("no request {other}"),
+        };
+        (user.0, user.1, info)
+    }
+
+    fn group_resources(group: &str, resources: &[&str], names: &[&str]) -> GroupResources {
+        GroupResources {
+            group: group.to_owned(),
+            resources: strings(resources),
+            resource_names: strings(names),
+        }
+    }
+
+    /// checker_test.go's `rules`.
+    fn rule(name: &str) -> PolicyRule {
+        let with = |level, edit: &dyn Fn(&mut PolicyRule)| {
+            let mut rule = PolicyRule::new(level);
+            edit(&mut rule);
+            rule
+        };
+        let get = |level, resources: Vec<GroupResources>| {
+            with(level, &|r| {
+                r.verbs = strings(&["get"]);
+                r.resources = resources.clone();
+            })
+        };
+        match name {
+            "default" => PolicyRule::new(Metadata),
+            "create" => with(Request, &|r| r.verbs = strings(&["create"])),
+            "tims" => with(Metadata, &|r| r.users = strings(&["tim@k8s.io"])),
+            "humans" => with(Metadata, &|r| r.user_groups = strings(&["humans"])),
+            "serviceAccounts" => with(Request, &|r| {
+                r.user_groups = strings(&["system:serviceaccounts"]);
+            }),
+            "getPods" => get(RequestResponse, vec![group_resources("", &["pods"], &[])]),
+            "getPodLogs" => get(Request, vec![group_resources("", &["pods/log"], &[])]),
+            "getPodWildcardMatching" => get(Request, vec![group_resources("", &["*"], &[])]),
+            "getPodResourceWildcardMatching" => {
+                get(Request, vec![group_resources("", &["*/log"], &[])])
+            }
+            "getPodSubResourceWildcardMatching" => {
+                get(Request, vec![group_resources("", &["pods/*"], &[])])
+            }
+            "getClusterRoles" => with(RequestResponse, &|r| {
+                r.verbs = strings(&["get"]);
+                r.resources = vec![group_resources(
+                    "rbac.authorization.k8s.io",
+                    &["clusterroles"],
+                    &[],
+                )];
+                r.namespaces = strings(&[""]);
+            }),
+            "getGroupWildCardMatchingWithSubresourceWildcardMatching" => {
+                with(RequestResponse, &|r| {
+                    r.verbs = strings(&["update"]);
+                    r.resources = vec![group_resources("*", &["*/status"], &[])];
+                })
+            }
+            "getLogs" => with(RequestResponse, &|r| {
+                r.verbs = strings(&["get"]);
+                r.non_resource_urls = strings(&["/logs*"]);
+            }),
+            "getMetrics" => with(Request, &|r| {
+                r.verbs = strings(&["get"]);
+                r.non_resource_urls = strings(&["/metrics"]);
+            }),
+            "clusterRoleEdit" => with(Request, &|r| {
+                r.resources = vec![group_resources(
+                    "rbac.authorization.k8s.io",
+                    &["clusterroles"],
+                    &["edit"],
+                )];
+            }),
+            "omit RequestReceived" => with(Request, &|r| {
+                r.omit_stages = stages(&[RequestReceived]);
+            }),
+            "only audit panic" => with(Request, &|r| {
+                r.omit_stages = stages(&[RequestReceived, ResponseStarted, ResponseComplete]);
+            }),
+            other => panic!("no rule {other}"),
+        }
+    }
+
+    /// checker_test.go's `test`: the policy of `rules` (by name) with `policy_stages`,
+    /// evaluated for request `req`.
+    fn check(req: &str, policy_stages: StageSet, rules: &[&str]) -> RequestAuditConfig {
+        let policy = Policy {
+            rules: rules.iter().map(|name| rule(name)).collect(),
+            omit_stages: policy_stages,
+            omit_managed_fields: false,
+        };
+        let (user, groups, info) = attrs(req);
+        policy.evaluate(user, &groups, &info)
+    }
+
+    /// checker_test.go's `testAuditLevel`: (request, expected level, rules).
+    const LEVEL_CASES: &[(&str, Level, &[&str])] = &[
+        ("namespaced", Metadata, &["default"]),
+        ("namespaced", Level::None, &["create"]),
+        ("namespaced", Metadata, &["tims"]),
+        ("namespaced", Metadata, &["humans"]),
+        ("namespaced", Level::None, &["serviceAccounts"]),
+        ("namespaced", RequestResponse, &["getPods"]),
+        ("namespaced", Level::None, &["getClusterRoles"]),
+        ("namespaced", Level::None, &["getLogs"]),
+        ("namespaced", Level::None, &["getMetrics"]),
+        (
+            "namespaced",
+            Metadata,
+            &["getMetrics", "serviceAccounts", "default"],
+        ),
+        (
+            "namespaced",
+            RequestResponse,
+            &["getMetrics", "getPods", "default"],
+        ),
+        ("namespaced", RequestResponse, &["getPodLogs", "getPods"]),
+        ("cluster", Metadata, &["default"]),
+        ("cluster", Level::None, &["create"]),
+        ("cluster", Metadata, &["tims"]),
+        ("cluster", Metadata, &["humans"]),
+        ("cluster", Level::None, &["serviceAccounts"]),
+        ("cluster", Level::None, &["getPods"]),
+        ("cluster", RequestResponse, &["getClusterRoles"]),
+        ("cluster", Request, &["clusterRoleEdit", "getClusterRoles"]),
+        ("cluster", Level::None, &["getLogs"]),
+        ("cluster", Level::None, &["getMetrics"]),
+        (
+            "cluster",
+            Metadata,
+            &["getMetrics", "serviceAccounts", "default"],
+        ),
+        (
+            "cluster",
+            RequestResponse,
+            &["getMetrics", "getClusterRoles", "default"],
+        ),
+        ("cluster", Level::None, &["getPodLogs", "getPods"]),
+        ("nonResource", Metadata, &["default"]),
+        ("nonResource", Level::None, &["create"]),
+        ("nonResource", Metadata, &["tims"]),
+        ("nonResource", Metadata, &["humans"]),
+        ("nonResource", Level::None, &["serviceAccounts"]),
+        ("nonResource", Level::None, &["getPods"]),
+        ("nonResource", Level::None, &["getClusterRoles"]),
+        ("nonResource", RequestResponse, &["getLogs"]),
+        ("nonResource", Level::None, &["getMetrics"]),
+        (
+            "nonResource",
+            Metadata,
+            &["getMetrics", "serviceAccounts", "default"],
+        ),
+        (
+            "nonResource",
+            RequestResponse,
+            &["getLogs", "getClusterRoles", "default"],
+        ),
+        ("nonResource", Level::None, &["getPodLogs", "getPods"]),
+        ("subresource", Request, &["getPodLogs", "getPods"]),
+        ("subresource", Request, &["getPodWildcardMatching"]),
+        ("subresource", Request, &["getPodResourceWildcardMatching"]),
+        (
+            "subresource",
+            Request,
+            &["getPodSubResourceWildcardMatching"],
+        ),
+        ("Unauthorized", Level::None, &["tims"]),
+        ("Unauthorized", Metadata, &["tims", "default"]),
+        ("Unauthorized", Level::None, &["humans"]),
+        ("Unauthorized", Metadata, &["humans", "default"]),
+        (
+            "ClusterRoleUpdate",
+            RequestResponse,
+            &["getGroupWildCardMatchingWithSubresourceWildcardMatching"],
+        ),
+    ];
+
+    /// `testAuditLevel`: none of these rules omits stages, so the policy's are what is left.
+    fn check_levels(policy_stages: StageSet) {
+        for &(req, level, rules) in LEVEL_CASES {
+            let got = check(req, policy_stages, rules);
+            assert_eq!(got.level, level, "request {req}, rules {rules:?}");
+            assert_eq!(
+                got.omit_stages, policy_stages,
+                "request {req}, rules {rules:?}"
+            );
+        }
+    }
+
+    /// (request, expected level, expected omitted stages, rules).
+    type StageCase = (
+        &'static str,
+        Level,
+        &'static [Stage],
+        &'static [&'static str],
+    );
+
+    const OMIT_RECEIVED: &[&str] = &["omit RequestReceived", "getPods", "default"];
+    const ONLY_PANIC: &[&str] = &["only audit panic", "getPods", "default"];
+    const ALL_BUT_PANIC: &[Stage] = &[RequestReceived, ResponseStarted, ResponseComplete];
+
+    fn check_stages(policy_stages: StageSet, cases: &[StageCase]) {
+        for &(req, level, omitted, rules) in cases {
+            let got = check(req, policy_stages, rules);
+            let expected = (level, stages(omitted));
+            assert_eq!((got.level, got.omit_stages), expected, "{req} {rules:?}");
+        }
+    }
+
+    /// `TestChecker`.
+    #[test]
+    fn checker() {
+        check_levels(StageSet::EMPTY);
+        let received: &[Stage] = &[RequestReceived];
+        check_stages(
+            StageSet::EMPTY,
+            &[
+                ("namespaced", Request, received, OMIT_RECEIVED),
+                ("namespaced", Request, ALL_BUT_PANIC, ONLY_PANIC),
+                ("cluster", Request, received, OMIT_RECEIVED),
+                ("cluster", Request, ALL_BUT_PANIC, ONLY_PANIC),
+                ("nonResource", Request, received, OMIT_RECEIVED),
+                ("nonResource", Request, ALL_BUT_PANIC, ONLY_PANIC),
+            ],
+        );
+    }
+
+    /// `TestCheckerPolicyOmitStages`.
+    #[test]
+    fn checker_policy_omit_stages() {
+        let both: &[Stage] = &[RequestReceived, ResponseStarted];
+        check_levels(stages(both));
+        check_stages(
+            stages(both),
+            &[
+                ("namespaced", Request, both, OMIT_RECEIVED),
+                ("namespaced", Request, ALL_BUT_PANIC, ONLY_PANIC),
+                ("cluster", Request, both, OMIT_RECEIVED),
+                ("cluster", Request, ALL_BUT_PANIC, ONLY_PANIC),
+                (
+                    "nonResource",
+                    Metadata,
+                    both,
+                    &["default", "omit RequestReceived", "getPods"],
+                ),
+                ("nonResource", Request, ALL_BUT_PANIC, ONLY_PANIC),
+            ],
+        );
+    }
+
+    /// `TestUnionStages`.
+    #[test]
+    fn union_stages() {
+        let cases: &[(&[Stage], &[Stage], &[Stage])] = &[
+            (&[], &[], &[]),
+            (&[RequestReceived], &[], &[RequestReceived]),
+            (&[RequestReceived], &[RequestReceived], &[RequestReceived]),
+            (
+                &[RequestReceived],
+                &[ResponseStarted],
+                &[RequestReceived, ResponseStarted],
+            ),
+            (
+                &[RequestReceived, RequestReceived],
+                &[RequestReceived, RequestReceived],
+                &[RequestReceived],
+            ),
+            (
+                &[RequestReceived, ResponseStarted],
+                &[Panic, RequestReceived],
+                &[RequestReceived, ResponseStarted, Panic],
+            ),
+        ];
+        for &(a, b, expected) in cases {
+            let union = stages(a).union(stages(b));
+            assert_eq!(union.iter().collect::<Vec<_>>(), expected, "{a:?} ∪ {b:?}");
+        }
+    }
+
+    /// `TestOmitManagedFields`, plus the no-match case (the policy's value).
+    #[test]
+    fn omit_managed_fields() {
+        let info = RequestInfo {
+            verb: "get".into(),
+            ..RequestInfo::default()
+        };
+        // (policy default, rule override, expected)
+        let cases = [
+            (false, None, false),
+            (true, None, true),
+            (true, Some(false), false),
+            (false, Some(true), true),
+        ];
+        for (default, rule_value, expected) in cases {
+            let mut rule = PolicyRule::new(RequestResponse);
+            rule.verbs = strings(&["get"]);
+            rule.omit_managed_fields = rule_value;
+            let policy = Policy {
+                rules: vec![rule],
+                omit_managed_fields: default,
+                ..Policy::default()
+            };
+            let got = policy.evaluate("", &[], &info);
+            assert_eq!(
+                got.omit_managed_fields, expected,
+                "{default} {rule_value:?}"
+            );
+            let unmatched = RequestInfo {
+                verb: "list".into(),
+                ..RequestInfo::default()
+            };
+            let got = policy.evaluate("", &[], &unmatched);
+            assert_eq!((got.level, got.omit_managed_fields), (Level::None, default));
+        }
+    }
+
+    // ---- matching details beyond kube's tables --------------------------------------------
+
+    /// The level of `info` (by tim) under a one-rule Metadata policy with `resources`.
+    fn resource_level(resources: &[&str], names: &[&str], info: &RequestInfo) -> Level {
+        let mut rule = PolicyRule::new(Metadata);
+        rule.resources = vec![group_resources("", resources, names)];
+        let policy = Policy {
+            rules: vec![rule],
+            ..Policy::default()
+        };
+        policy.evaluate("tim", &[], info).level
+    }
+
+    #[test]
+    fn resource_patterns() {
+        let (_, _, pod) = attrs("namespaced");
+        let (_, _, log) = attrs("subresource");
+        // (resources, names, matches pod, matches pods/log)
+        let cases: &[(&[&str], &[&str], bool, bool)] = &[
+            (&["pods"], &[], true, false),
+            (&["pods/log"], &[], false, true),
+            (&["*"], &[], true, true),
+            (&["*/log"], &[], false, true),
+            (&["*/exec"], &[], false, false),
+            // kube's `resource/*` also matches the resource itself.
+            (&["pods/*"], &[], true, true),
+            (&["services/*"], &[], false, false),
+            (&["pods", "pods/log"], &[], true, true),
+            (&["pods"], &["busybox"], true, false),
+            (&["pods", "pods/log"], &["other"], false, false),
+            (&["pods/log"], &["busybox", "other"], false, true),
+            (&["pods/log/extra"], &[], false, false),
+        ];
+        for &(resources, names, on_pod, on_log) in cases {
+            let expect = |matched| if matched { Metadata } else { Level::None };
+            assert_eq!(
+                resource_level(resources, names, &pod),
+                expect(on_pod),
+                "{resources:?} {names:?} pods"
+            );
+            assert_eq!(
+                resource_level(resources, names, &log),
+                expect(on_log),
+                "{resources:?} {names:?} log"
+            );
+        }
+    }
+
+    #[test]
+    fn groups_and_namespaces() {
+        let (_, _, pod) = attrs("namespaced");
+        let (_, _, cluster) = attrs("cluster");
+        let (_, _, non_resource) = attrs("nonResource");
+        let level = |edit: &dyn Fn(&mut PolicyRule), info: &RequestInfo| {
+            let mut rule = PolicyRule::new(Metadata);
+            edit(&mut rule);
+            let policy = Policy {
+                rules: vec![rule],
+                ..Policy::default()
+            };
+            policy.evaluate("tim", &[], info).level
+        };
+        // A group with no resources matches every resource of the group only.
+        let core = |r: &mut PolicyRule| r.resources = vec![group_resources("", &[], &[])];
+        assert_eq!(level(&core, &pod), Metadata);
+        assert_eq!(level(&core, &cluster), Level::None);
+        let any = |r: &mut PolicyRule| r.resources = vec![group_resources("*", &["*"], &[])];
+        assert_eq!(level(&any, &pod), Metadata);
+        assert_eq!(level(&any, &cluster), Metadata);
+        assert_eq!(level(&any, &non_resource), Level::None);
+        // `namespaces: [""]` selects cluster-scoped requests; namespaces never match
+        // non-resource requests.
+        let cluster_scoped = |r: &mut PolicyRule| r.namespaces = strings(&[""]);
+        assert_eq!(level(&cluster_scoped, &cluster), Metadata);
+        assert_eq!(level(&cluster_scoped, &pod), Level::None);
+        assert_eq!(level(&cluster_scoped, &non_resource), Level::None);
+        let default_ns = |r: &mut PolicyRule| r.namespaces = strings(&["default"]);
+        assert_eq!(level(&default_ns, &pod), Metadata);
+        assert_eq!(level(&default_ns, &cluster), Level::None);
+    }
+
+    #[test]
+    fn non_resource_urls() {
+        let at = |path: &str, is_resource_request: bool| RequestInfo {
+            verb: "get".into(),
+            path: path.into(),
+            is_resource_request,
+            ..RequestInfo::default()
+        };
+        // (spec, path, matches)
+        let cases = [
+            ("*", "/anything", true),
+            ("/healthz", "/healthz", true),
+            ("/healthz", "/healthz/etcd", false),
+            ("/healthz*", "/healthz", true),
+            ("/healthz*", "/healthz/etcd", true),
+            ("/healthz*", "/livez", false),
+            ("/healthz/*", "/healthz", false),
+            ("/", "/", true),
+            ("/", "/healthz", false),
+        ];
+        for (spec, path, matched) in cases {
+            let mut rule = PolicyRule::new(Request);
+            rule.non_resource_urls = strings(&[spec]);
+            let policy = Policy {
+                rules: vec![rule],
+                ..Policy::default()
+            };
+            let got = policy.evaluate("tim", &[], &at(path, false)).level;
+            assert_eq!(got == Request, matched, "{spec} on {path}");
+            // Never a resource request, whatever its path.
+            assert_eq!(
+                policy.evaluate("tim", &[], &at(path, true)).level,
+                Level::None
+            );
+        }
+    }
+
+    #[test]
+    fn users_and_groups() {
+        let (_, _, pod) = attrs("namespaced");
+        let mut by_user = PolicyRule::new(Metadata);
+        by_user.users = strings(&["", "alice"]);
+        let mut by_group = PolicyRule::new(Request);
+        by_group.user_groups = strings(&["admins", "ops"]);
+        let policy = Policy {
+            rules: vec![by_user, by_group],
+            ..Policy::default()
+        };
+        let level =
+            |user: &str, groups: &[&str]| policy.evaluate(user, &strings(groups), &pod).level;
+        assert_eq!(level("alice", &[]), Metadata);
+        assert_eq!(level("bob", &["dev", "ops"]), Request);
+        assert_eq!(level("bob", &["dev"]), Level::None);
+        // An unauthenticated request (no user) matches neither, even a listed "".
+        assert_eq!(level("", &["ops"]), Level::None);
+    }
+
+    #[test]
+    fn level_helpers() {
+        let rows = [
+            (Level::None, true, false, false),
+            (Metadata, false, false, false),
+            (Request, false, true, false),
+            (RequestResponse, false, true, true),
+        ];
+        for (level, none, request_body, response_body) in rows {
+            assert_eq!(level.is_none(), none, "{level:?}");
+            assert_eq!(level.records_request_body(), request_body, "{level:?}");
+            assert_eq!(level.records_response_body(), response_body, "{level:?}");
+        }
+        assert_eq!(
+            Level::ALL.map(Level::as_str),
+            ["None", "Metadata", "Request", "RequestResponse"]
+        );
+        let (user, groups, info) = attrs("nonResource");
+        let config = Policy::at_level(Request).evaluate(user, &groups, &info);
+        assert_eq!(
+            config,
+            RequestAuditConfig {
+                level: Request,
+                omit_stages: StageSet::EMPTY,
+                omit_managed_fields: false
+            }
+        );
+    }
+
+    #[test]
+    fn stage_set() {
+        let mut set = StageSet::EMPTY;
+        assert!(set.is_empty());
+        set.insert(Panic);
+        set.insert(RequestReceived);
+        set.insert(Panic);
+        assert!(set.contains(Panic) && set.contains(RequestReceived));
+        assert!(!set.contains(ResponseStarted) && !set.contains(ResponseComplete));
+        assert_eq!(set.iter().collect::<Vec<_>>(), [RequestReceived, Panic]);
+        assert_eq!(stages(&Stage::ALL).iter().count(), 4);
+        assert_eq!(
+            Stage::ALL.map(Stage::as_str),
+            [
+                "RequestReceived",
+                "ResponseStarted",
+                "ResponseComplete",
+                "Panic"
+            ]
+        );
+    }
+
+    // ---- reader_test.go and parsing -------------------------------------------------------
+
+    fn parsed(yaml: &str) -> Policy {
+        parse(yaml.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(yaml: &str) -> Vec<String> {
+        parse(yaml.as_bytes())
+            .expect_err("the policy should be refused")
+            .problems()
+            .to_vec()
+    }
+
+    /// The problems of a policy with `rules`.
+    fn rule_problems(rules: &str) -> Vec<String> {
+        problems(&format!("{HEAD}rules:\n{rules}"))
+    }
+
+    /// `TestParser` (reader_test.go's `policyDefPattern` and `expectedPolicy`).
+    #[test]
+    fn parser() {
+        let policy = parsed(
+            r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+  - level: None
+    nonResourceURLs:
+      - /healthz*
+      - /version
+  - level: RequestResponse
+    users: ["tim"]
+    userGroups: ["testers", "developers"]
+    verbs: ["patch", "delete", "create"]
+    resources:
+      - group: ""
+      - group: "rbac.authorization.k8s.io"
+        resources: ["clusterroles", "clusterrolebindings"]
+    namespaces: ["default", "kube-system"]
+  - level: Metadata
+"#,
+        );
+        let mut none = PolicyRule::new(Level::None);
+        none.non_resource_urls = strings(&["/healthz*", "/version"]);
+        let mut specific = PolicyRule::new(RequestResponse);
+        specific.users = strings(&["tim"]);
+        specific.user_groups = strings(&["testers", "developers"]);
+        specific.verbs = strings(&["patch", "delete", "create"]);
+        specific.resources = vec![
+            GroupResources::default(),
+            group_resources(
+                "rbac.authorization.k8s.io",
+                &["clusterroles", "clusterrolebindings"],
+                &[],
+            ),
+        ];
+        specific.namespaces = strings(&["default", "kube-system"]);
+        let expected = Policy {
+            rules: vec![none, specific, PolicyRule::new(Metadata)],
+            ..Policy::default()
+        };
+        assert_eq!(policy, expected);
+    }
+
+    #[test]
+    fn every_field() {
+        let policy = parsed(
+            r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+metadata:
+  name: audit
+  labels: {team: platform}
+  annotations: {note: "kept out of the policy"}
+  creationTimestamp: null
+omitStages: [RequestReceived, Panic]
+omitManagedFields: true
+rules:
+  - level: Request
+    users: [alice]
+    userGroups: [ops]
+    verbs: [get, list]
+    resources:
+      - group: apps
+        resources: [deployments, deployments/scale]
+        resourceNames: [web]
+    namespaces: [prod]
+    omitStages: [ResponseStarted]
+    omitManagedFields: false
+  - level: Metadata
+    nonResourceURLs: ["/metrics", "/logs*", "*"]
+    omitManagedFields: true
+"#,
+        );
+        assert_eq!(policy.omit_stages, stages(&[RequestReceived, Panic]));
+        assert!(policy.omit_managed_fields);
+        let mut first = PolicyRule::new(Request);
+        first.users = strings(&["alice"]);
+        first.user_groups = strings(&["ops"]);
+        first.verbs = strings(&["get", "list"]);
+        first.resources = vec![group_resources(
+            "apps",
+            &["deployments", "deployments/scale"],
+            &["web"],
+        )];
+        first.namespaces = strings(&["prod"]);
+        first.omit_stages = stages(&[ResponseStarted]);
+        first.omit_managed_fields = Some(false);
+        let mut second = PolicyRule::new(Metadata);
+        second.non_resource_urls = strings(&["/metrics", "/logs*", "*"]);
+        second.omit_managed_fields = Some(true);
+        assert_eq!(policy.rules, [first, second]);
+
+        // The rule's stages join the policy's; its omitManagedFields wins.
+        let scale = resource_request(
+            "get",
+            "prod",
+            ("apps", "v1"),
+            ("deployments", "scale", "web"),
+            "/apis/apps/v1/namespaces/prod/deployments/web/scale",
+        );
+        let config = policy.evaluate("alice", &strings(&["ops"]), &scale);
+        assert_eq!(
+            config,
+            RequestAuditConfig {
+                level: Request,
+                omit_stages: stages(&[RequestReceived, ResponseStarted, Panic]),
+                omit_managed_fields: false,
+            }
+        );
+    }
+
+    #[test]
+    fn json_is_yaml() {
+        let policy = parsed(
+            r#"{"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                "rules": [{"level": "Metadata", "omitStages": ["RequestReceived"]}]}"#,
+        );
+        let mut rule = PolicyRule::new(Metadata);
+        rule.omit_stages = stages(&[RequestReceived]);
+        assert_eq!(policy.rules, [rule]);
+    }
+
+    /// `TestParsePolicyWithUnknownField` expects kube to accept (leniently) what it warns
+    /// about; the proxy refuses unknown fields anywhere.
+    #[test]
+    fn unknown_fields_are_refused() {
+        let cases = [
+            (
+                "rules:\n- level: None\n  resources:\n  - group: coordination.k8s.io\n    resources: [leases]\n    verbs: [watch, get, list]\n",
+                "verbs",
+            ),
+            ("rules:\n- level: None\n  level2: None\n", "level2"),
+            ("rules:\n- level: None\nrule: []\n", "rule"),
+            ("metadata:\n  nam: x\nrules:\n- level: None\n", "nam"),
+        ];
+        for (body, field) in cases {
+            let problems = problems(&format!("{HEAD}{body}"));
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            let unknown = format!("unknown field `{field}`");
+            assert!(problems[0].contains(&unknown), "{field}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let problems = problems(&format!("{HEAD}rules:\n- level: None\n  level: Metadata\n"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("duplicate mapping key: level"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_refused() {
+        let problems = problems(&format!("{HEAD}rules:\n- level: None\n  users: alice\n"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problems = problems_of_top("omitManagedFields: maybe\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("invalid boolean"), "{problems:?}");
+    }
+
+    fn problems_of_top(extra: &str) -> Vec<String> {
+        problems(&format!("{HEAD}{extra}rules:\n- level: None\n"))
+    }
+
+    /// `TestParsePolicyWithNoVersionOrKind`, and versions kube no longer reads.
+    #[test]
+    fn api_version_and_kind() {
+        let rules = "rules:\n- level: None\n";
+        assert_eq!(
+            problems(rules),
+            [
+                r#"apiVersion: Unsupported value: "": supported values: "audit.k8s.io/v1""#,
+                r#"kind: Unsupported value: "": supported values: "Policy""#,
+            ]
+        );
+        for version in ["audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1", "v1"] {
+            assert_eq!(
+                problems(&format!("apiVersion: {version}\nkind: Policy\n{rules}")),
+                [format!(
+                    r#"apiVersion: Unsupported value: "{version}": supported values: "audit.k8s.io/v1""#
+                )]
+            );
+        }
+        assert_eq!(
+            problems(&format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Event\n{rules}"
+            )),
+            [r#"kind: Unsupported value: "Event": supported values: "Policy""#]
+        );
+    }
+
+    /// `TestPolicyCntCheck`.
+    #[test]
+    fn a_policy_needs_rules() {
+        let no_rules = [
+            r#"rules: Required value: a policy needs at least one rule (kube-apiserver: "loaded illegal policy with 0 rules")"#,
+        ];
+        assert_eq!(problems(HEAD), no_rules);
+        assert_eq!(problems(&format!("{HEAD}rules: []\n")), no_rules);
+        assert_eq!(problems(&format!("{HEAD}omitStages: [Panic]\n")), no_rules);
+        assert_eq!(problems(""), ["the file is empty"]);
+        assert_eq!(problems(" \n\t\n"), ["the file is empty"]);
+    }
+
+    // ---- validation_test.go -----------------------------------------------------------------
+
+    /// `TestValidatePolicy`'s `validRules`, as YAML.
+    const VALID_RULES: [&str; 5] = [
+        "- level: Metadata\n",
+        "- level: None\n  userGroups: [\"system:serviceaccounts\", \"system:nodes\"]\n",
+        "- level: RequestResponse\n  verbs: [get]\n  resources:\n  - group: rbac.authorization.k8s.io\n    resources: [roles, rolebindings]\n  namespaces: [kube-system]\n",
+        "- level: Metadata\n  userGroups: [developers]\n  nonResourceURLs: [\"/logs*\", \"/healthz*\", \"/metrics\", \"*\"]\n",
+        "- level: Metadata\n  omitStages: [RequestReceived]\n",
+    ];
+
+    #[test]
+    fn validate_policy_success_cases() {
+        for rule in VALID_RULES {
+            let policy = parsed(&format!("{HEAD}rules:\n{rule}"));
+            assert_eq!(policy.rules.len(), 1, "{rule}");
+        }
+        let all = parsed(&format!("{HEAD}rules:\n{}", VALID_RULES.concat()));
+        assert_eq!(all.rules.len(), VALID_RULES.len());
+        // Kube also lists a policy of only omitStages as valid; its reader then refuses it
+        // for having no rules (see `a_policy_needs_rules`).
+        let policy = parsed(&format!(
+            "{HEAD}omitStages: [RequestReceived]\nrules:\n- level: None\n"
+        ));
+        assert_eq!(policy.omit_stages, stages(&[RequestReceived]));
+    }
+
+    const SUPPORTED_LEVELS: &str =
+        r#"supported values: "None", "Metadata", "Request", "RequestResponse""#;
+    const ALLOWED_STAGES: &str =
+        "allowed stages are RequestReceived,ResponseStarted,ResponseComplete,Panic";
+    const RFC_1123: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
+         alphanumeric characters, '-' or '.', and must start and end with an alphanumeric \
+         character";
+
+    /// `TestValidatePolicy`'s `invalidRules`, each with the exact errors.
+    #[test]
+    fn validate_policy_error_cases() {
+        let both = r#"rules[0].nonResourceURLs: Invalid value: ["/logs*"]: rules cannot apply to both regular resources and non-resource URLs"#;
+        let leading_slash = "non-resource URL rules must begin with a '/' character";
+        let final_star = "non-resource URL wildcards '*' must be the final character of the rule";
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            // Empty rule (missing level).
+            ("- {}\n", vec!["rules[0].level: Required value".into()]),
+            (
+                "- verbs: [get]\n  resources:\n  - resources: [secrets]\n  namespaces: [kube-system]\n",
+                vec!["rules[0].level: Required value".into()],
+            ),
+            (
+                "- level: FooBar\n",
+                vec![format!(r#"rules[0].level: Unsupported value: "FooBar": {SUPPORTED_LEVELS}"#)],
+            ),
+            (
+                "- level: Metadata\n  namespaces: [default]\n  nonResourceURLs: [\"/logs*\"]\n",
+                vec![both.into()],
+            ),
+            (
+                "- level: Metadata\n  resources:\n  - resources: [secrets]\n  nonResourceURLs: [\"/logs*\"]\n",
+                vec![both.into()],
+            ),
+            (
+                "- level: Metadata\n  resources:\n  - group: rbac.authorization.k8s.io/v1beta1\n    resources: [roles]\n",
+                vec![format!(
+                    r#"rules[0].resources[0].group: Invalid value: "rbac.authorization.k8s.io/v1beta1": {RFC_1123}"#
+                )],
+            ),
+            (
+                "- level: Metadata\n  nonResourceURLs: [logs, \"/healthz*\"]\n",
+                vec![format!(r#"rules[0].nonResourceURLs[0]: Invalid value: "logs": {leading_slash}"#)],
+            ),
+            (
+                "- level: Metadata\n  nonResourceURLs: [\"\", \"/healthz*\"]\n",
+                vec![format!(r#"rules[0].nonResourceURLs[0]: Invalid value: "": {leading_slash}"#)],
+            ),
+            (
+                "- level: Metadata\n  nonResourceURLs: [\"/logs/*/*\", /metrics]\n",
+                vec![format!(r#"rules[0].nonResourceURLs[0]: Invalid value: "/logs/*/*": {final_star}"#)],
+            ),
+            (
+                "- level: Metadata\n  nonResourceURLs: [\"/logs/*.log\", /metrics]\n",
+                vec![format!(r#"rules[0].nonResourceURLs[0]: Invalid value: "/logs/*.log": {final_star}"#)],
+            ),
+            (
+                "- level: Metadata\n  verbs: [get]\n  resources:\n  - resourceNames: [leader]\n  namespaces: [kube-system]\n",
+                vec![r#"rules[0].resources[0].resourceNames: Invalid value: ["leader"]: using resourceNames requires at least one resource"#.into()],
+            ),
+            (
+                "- level: Metadata\n  omitStages: [foo]\n",
+                vec![format!(r#"rules[0].omitStages[0]: Invalid value: "foo": {ALLOWED_STAGES}"#)],
+            ),
+        ];
+        for (rules, expected) in cases {
+            assert_eq!(rule_problems(rules), expected, "{rules}");
+        }
+        // Multiple rules: the valid ones and an empty one.
+        assert_eq!(
+            rule_problems(&format!("{}- {{}}\n", VALID_RULES.concat())),
+            ["rules[5].level: Required value"]
+        );
+        // Invalid omitStages in the policy.
+        assert_eq!(
+            problems_of_top("omitStages: [foo]\n"),
+            [format!(
+                r#"omitStages[0]: Invalid value: "foo": {ALLOWED_STAGES}"#
+            )]
+        );
+    }
+
+    #[test]
+    fn more_validation() {
+        // Group "*" is every group (Kubernetes 1.36); "" the core group.
+        let policy = parsed(&format!(
+            "{HEAD}rules:\n- level: Metadata\n  resources:\n  - group: \"*\"\n  - group: \"\"\n    resources: [pods]\n"
+        ));
+        assert_eq!(policy.rules[0].resources[0].group, "*");
+        let long = format!("{}.io", "a".repeat(251));
+        assert_eq!(
+            rule_problems(&format!(
+                "- level: Metadata\n  resources:\n  - group: {long}\n"
+            )),
+            [format!(
+                r#"rules[0].resources[0].group: Invalid value: "{long}": must be no more than 253 characters"#
+            )]
+        );
+        // One URL breaking both rules; a multi-byte last character is not a slicing hazard.
+        assert_eq!(
+            rule_problems("- level: Metadata\n  nonResourceURLs: [\"logs*x\", \"/é\", \"/*é\"]\n"),
+            [
+                r#"rules[0].nonResourceURLs[0]: Invalid value: "logs*x": non-resource URL rules must begin with a '/' character"#,
+                r#"rules[0].nonResourceURLs[0]: Invalid value: "logs*x": non-resource URL wildcards '*' must be the final character of the rule"#,
+                r#"rules[0].nonResourceURLs[2]: Invalid value: "/*é": non-resource URL wildcards '*' must be the final character of the rule"#,
+            ]
+        );
+        // Level names are case-sensitive.
+        assert_eq!(
+            rule_problems("- level: metadata\n"),
+            [format!(
+                r#"rules[0].level: Unsupported value: "metadata": {SUPPORTED_LEVELS}"#
+            )]
+        );
+    }
+
+    /// Everything wrong is reported at once, in file order, and nothing is returned.
+    #[test]
+    fn every_problem_at_once() {
+        let yaml = "apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nomitStages: [Never]\nrules:\n\
+                    - level: Metadata\n\
+                    - level: Verbose\n  omitStages: [Panic, Sometimes]\n\
+                    - level: None\n  namespaces: [\"\"]\n  nonResourceURLs: [healthz]\n";
+        assert_eq!(
+            problems(yaml),
+            [
+                r#"apiVersion: Unsupported value: "audit.k8s.io/v1beta1": supported values: "audit.k8s.io/v1""#.to_owned(),
+                format!(r#"omitStages[0]: Invalid value: "Never": {ALLOWED_STAGES}"#),
+                format!(r#"rules[1].level: Unsupported value: "Verbose": {SUPPORTED_LEVELS}"#),
+                format!(r#"rules[1].omitStages[1]: Invalid value: "Sometimes": {ALLOWED_STAGES}"#),
+                r#"rules[2].nonResourceURLs[0]: Invalid value: "healthz": non-resource URL rules must begin with a '/' character"#.to_owned(),
+                r#"rules[2].nonResourceURLs: Invalid value: ["healthz"]: rules cannot apply to both regular resources and non-resource URLs"#.to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("policy.yaml");
+        std::fs::write(&good, format!("{HEAD}rules:\n- level: Metadata\n")).unwrap();
+        assert_eq!(load(&good).unwrap(), Policy::at_level(Metadata));
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, format!("{HEAD}rules:\n- level: Verbose\n- {{}}\n")).unwrap();
+        let error = load(&bad).unwrap_err();
+        assert_eq!(error.path(), Some(bad.as_path()));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "audit policy {0}: rules[0].level: Unsupported value: \"Verbose\": {SUPPORTED_LEVELS}\n\
+                 audit policy {0}: rules[1].level: Required value",
+                bad.display()
+            )
+        );
+
+        let missing = dir.path().join("missing.yaml");
+        let error = load(&missing).unwrap_err();
+        assert_eq!(error.problems().len(), 1);
+        assert!(
+            error.to_string().starts_with(&format!(
+                "audit policy {}: cannot read: ",
+                missing.display()
+            )),
+            "{error}"
+        );
+        assert_eq!(
+            parse(b"kind: Policy\nrules:\n- level: None\n")
+                .unwrap_err()
+                .to_string(),
+            r#"audit policy: apiVersion: Unsupported value: "": supported values: "audit.k8s.io/v1""#
+        );
+    }
+}
