@@ -169,12 +169,13 @@ struct AnonymousConditionFile {
 
 // ---- errors in kube's `field.Error` words ---------------------------------------------
 
-/// Collects errors as kube-apiserver's `field.ErrorList` prints them.
+/// Collects errors as kube-apiserver's `field.ErrorList` prints them (also used by
+/// [`crate::audit::policy`]).
 #[derive(Default)]
-struct Errors(Vec<String>);
+pub(crate) struct Errors(pub(crate) Vec<String>);
 
 impl Errors {
-    fn required(&mut self, path: &str, detail: &str) {
+    pub(crate) fn required(&mut self, path: &str, detail: &str) {
         self.0.push(if detail.is_empty() {
             format!("{path}: Required value")
         } else {
@@ -182,16 +183,16 @@ impl Errors {
         });
     }
 
-    fn invalid(&mut self, path: &str, value: &str, detail: &str) {
+    pub(crate) fn invalid(&mut self, path: &str, value: &str, detail: &str) {
         self.0
             .push(format!("{path}: Invalid value: {value:?}: {detail}"));
     }
 
-    fn duplicate(&mut self, path: &str, value: &str) {
+    pub(crate) fn duplicate(&mut self, path: &str, value: &str) {
         self.0.push(format!("{path}: Duplicate value: {value:?}"));
     }
 
-    fn unsupported(&mut self, path: &str, value: &str, detail: &str) {
+    pub(crate) fn unsupported(&mut self, path: &str, value: &str, detail: &str) {
         self.0
             .push(format!("{path}: Unsupported value: {value:?}: {detail}"));
     }
@@ -688,8 +689,8 @@ fn validate_extra_key(key: &str, path: &str, errors: &mut Errors) {
     }
 }
 
-/// apimachinery's `IsDNS1123Subdomain`.
-fn dns1123_subdomain(value: &str) -> Result<(), String> {
+/// apimachinery's `IsDNS1123Subdomain` (also used by [`crate::audit::policy`]).
+pub(crate) fn dns1123_subdomain(value: &str) -> Result<(), String> {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label
