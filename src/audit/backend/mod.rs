@@ -6,6 +6,7 @@
 //! kube-apiserver's truncation (`plugin/pkg/audit/truncate`) and rate-limited warnings.
 
 pub mod log;
+pub mod webhook;
 
 
 use std::collections::HashMap;
