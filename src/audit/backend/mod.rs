@@ -8,7 +8,6 @@
 pub mod log;
 pub mod webhook;
 
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
