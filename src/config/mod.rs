@@ -1,6 +1,7 @@
 //! Configuration: flags are parsed and validated whole at the edge, every problem is reported
 //! at once, and plain structs are handed to the rest of the proxy. No other module reads flags.
 
+pub mod audit;
 pub mod authentication;
 pub mod flags;
 mod identity;
