@@ -678,3 +678,383 @@ mod labels {
         b.is_ascii_lowercase() || b.is_ascii_digit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden tables re-created from kube-apiserver's own tests and checked against
+    //! k8s.io/apiserver v0.36.1 (Kubernetes v1.36.1):
+    //! `staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo_test.go`.
+
+    use super::*;
+
+    fn parse_url(method: &str, url: &str) -> RequestInfo {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let (path, query) = match url.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (url, None),
+        };
+        parse(&method, path, query)
+    }
+
+    /// verb, api prefix, api group, api version, namespace, resource, subresource, name, parts.
+    type Expect = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+
+    fn expected(is_resource_request: bool, path: &str, fields: Expect) -> RequestInfo {
+        let (
+            verb,
+            api_prefix,
+            api_group,
+            api_version,
+            namespace,
+            resource,
+            subresource,
+            name,
+            parts,
+        ) = fields;
+        RequestInfo {
+            is_resource_request,
+            path: path.to_owned(),
+            verb: verb.to_owned(),
+            api_prefix: api_prefix.to_owned(),
+            api_group: api_group.to_owned(),
+            api_version: api_version.to_owned(),
+            namespace: namespace.to_owned(),
+            resource: resource.to_owned(),
+            subresource: subresource.to_owned(),
+            name: name.to_owned(),
+            parts: parts.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    /// `TestGetAPIRequestInfo`, success cases. Go's table has `api` in its (unchecked)
+    /// prefix column for the `/apis/...` rows; the real prefix, `apis`, is asserted here.
+    #[rustfmt::skip]
+    const GET_API_REQUEST_INFO: &[(&str, &str, Expect)] = &[
+        ("GET", "/api/v1/namespaces", ("list", "api", "", "v1", "", "namespaces", "", "", &["namespaces"])),
+        ("GET", "/api/v1/namespaces/other", ("get", "api", "", "v1", "other", "namespaces", "", "other", &["namespaces", "other"])),
+        ("GET", "/api/v1/namespaces/other/pods", ("list", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/other/pods/foo", ("get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("HEAD", "/api/v1/namespaces/other/pods/foo", ("get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("GET", "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("HEAD", "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/other/pods/foo", ("get", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("GET", "/api/v1/namespaces/other/pods", ("list", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/proxy/namespaces/other/pods/foo", ("proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("GET", "/api/v1/proxy/namespaces/other/pods/foo/subpath/not/a/subresource", ("proxy", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo", "subpath", "not", "a", "subresource"])),
+        ("GET", "/api/v1/watch/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=true", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=false", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/watch/namespaces/other/pods", ("watch", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/other/pods?watch=1", ("watch", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/other/pods?watch=0", ("list", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/other/pods/foo/status", ("get", "api", "", "v1", "other", "pods", "status", "foo", &["pods", "foo", "status"])),
+        ("GET", "/api/v1/namespaces/other/pods/foo/proxy/subpath", ("get", "api", "", "v1", "other", "pods", "proxy", "foo", &["pods", "foo", "proxy", "subpath"])),
+        ("PUT", "/api/v1/namespaces/other/finalize", ("update", "api", "", "v1", "other", "namespaces", "finalize", "other", &["namespaces", "other", "finalize"])),
+        ("PUT", "/api/v1/namespaces/other/status", ("update", "api", "", "v1", "other", "namespaces", "status", "other", &["namespaces", "other", "status"])),
+        ("PATCH", "/api/v1/namespaces/other/pods/foo", ("patch", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("DELETE", "/api/v1/namespaces/other/pods/foo", ("delete", "api", "", "v1", "other", "pods", "", "foo", &["pods", "foo"])),
+        ("POST", "/api/v1/namespaces/other/pods", ("create", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("DELETE", "/api/v1/nodes", ("deletecollection", "api", "", "v1", "", "nodes", "", "", &["nodes"])),
+        ("DELETE", "/api/v1/namespaces", ("deletecollection", "api", "", "v1", "", "namespaces", "", "", &["namespaces"])),
+        ("DELETE", "/api/v1/namespaces/other/pods", ("deletecollection", "api", "", "v1", "other", "pods", "", "", &["pods"])),
+        ("DELETE", "/apis/extensions/v1/namespaces/other/pods", ("deletecollection", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"])),
+        ("POST", "/apis/extensions/v1/namespaces/other/pods", ("create", "apis", "extensions", "v1", "other", "pods", "", "", &["pods"])),
+        ("POST", "/apis/extensions/v1beta3/namespaces/other/pods", ("create", "apis", "extensions", "v1beta3", "other", "pods", "", "", &["pods"])),
+    ];
+
+    #[test]
+    fn get_api_request_info() {
+        for &(method, url, fields) in GET_API_REQUEST_INFO {
+            let want = expected(true, url.split('?').next().unwrap_or_default(), fields);
+            assert_eq!(parse_url(method, url), want, "{method} {url}");
+        }
+    }
+
+    /// `TestGetAPIRequestInfo`, error cases: all non-resource requests.
+    #[rustfmt::skip]
+    const GET_API_REQUEST_INFO_NON_RESOURCE: &[(&str, &str)] = &[
+        ("no resource path", "/"),
+        ("just apiversion", "/api/version/"),
+        ("just prefix, group, version", "/apis/group/version/"),
+        ("apiversion with no resource", "/api/version/"),
+        ("bad prefix", "/badprefix/version/resource"),
+        ("missing api group", "/apis/version/resource"),
+    ];
+
+    #[test]
+    fn get_api_request_info_non_resource() {
+        for &(case, url) in GET_API_REQUEST_INFO_NON_RESOURCE {
+            let info = parse_url("GET", url);
+            assert!(!info.is_resource_request, "{case}: {url}");
+            assert_eq!(info.verb, "get", "{case}: {url}");
+            assert_eq!(info.path, url, "{case}: {url}");
+            assert!(
+                info.parts.is_empty() && info.resource.is_empty(),
+                "{case}: {url}"
+            );
+        }
+    }
+
+    /// `TestGetNonAPIRequestInfo`: case, url, is a resource request.
+    #[rustfmt::skip]
+    const GET_NON_API_REQUEST_INFO: &[(&str, &str, bool)] = &[
+        ("simple groupless", "/api/version/resource", true),
+        ("simple group", "/apis/group/version/resource/name/subresource", true),
+        ("more steps", "/api/version/resource/name/subresource", true),
+        ("group list", "/apis/batch/v1/job", true),
+        ("group get", "/apis/batch/v1/job/foo", true),
+        ("group subresource", "/apis/batch/v1/job/foo/scale", true),
+        ("bad root", "/not-api/version/resource", false),
+        ("group without enough steps", "/apis/extensions/v1beta1", false),
+        ("group without enough steps 2", "/apis/extensions/v1beta1/", false),
+        ("not enough steps", "/api/version", false),
+        ("one step", "/api", false),
+        ("zero step", "/", false),
+        ("empty", "", false),
+    ];
+
+    #[test]
+    fn get_non_api_request_info() {
+        for &(case, url, resource) in GET_NON_API_REQUEST_INFO {
+            assert_eq!(
+                parse_url("GET", url).is_resource_request,
+                resource,
+                "{case}: {url}"
+            );
+        }
+    }
+
+    /// `TestSelectorParsing`: case, method, url, name, verb. Go's `FieldSelector` and
+    /// `LabelSelector` columns have no counterpart in [`RequestInfo`].
+    #[rustfmt::skip]
+    const SELECTOR_PARSING: &[(&str, &str, &str, &str, &str)] = &[
+        ("no selector", "GET", "/apis/group/version/resource", "", "list"),
+        ("metadata.name selector", "GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1", "name1", "list"),
+        ("metadata.name selector with watch", "GET", "/apis/group/version/resource?watch=true&fieldSelector=metadata.name=name1", "name1", "watch"),
+        ("random selector", "GET", "/apis/group/version/resource?fieldSelector=foo=bar&labelSelector=baz=qux", "", "list"),
+        ("invalid selector with metadata.name", "GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo", "", "list"),
+        ("invalid selector with metadata.name with watch", "GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=true", "", "watch"),
+        ("invalid selector with metadata.name with watch false", "GET", "/apis/group/version/resource?fieldSelector=metadata.name=name1,foo&watch=false", "", "list"),
+        ("selector on deletecollection is honored", "DELETE", "/apis/group/version/resource?fieldSelector=foo=bar&labelSelector=baz=qux", "", "deletecollection"),
+        ("selector on repeated param matches parsed param", "GET", "/apis/group/version/resource?fieldSelector=metadata.name=foo&fieldSelector=metadata.name=bar&labelSelector=foo=bar&labelSelector=foo=baz", "foo", "list"),
+        ("selector on other verb is ignored", "GET", "/apis/group/version/resource/name?fieldSelector=foo=bar&labelSelector=foo=bar", "name", "get"),
+        ("selector on deprecated root type watch is not parsed", "GET", "/apis/group/version/watch/resource?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "", "watch"),
+        ("selector on deprecated root item watch is not parsed", "GET", "/apis/group/version/watch/resource/name?fieldSelector=metadata.name=foo&labelSelector=foo=bar", "name", "watch"),
+    ];
+
+    #[test]
+    fn selector_parsing() {
+        for &(case, method, url, name, verb) in SELECTOR_PARSING {
+            let info = parse_url(method, url);
+            assert_eq!(
+                (info.name.as_str(), info.verb.as_str()),
+                (name, verb),
+                "{case}: {url}"
+            );
+        }
+    }
+
+    /// Edge cases beyond Go's tables (percent-encoding, slashes, the `watch` value, path
+    /// verbs without a resource, field-selector terms, `ListOptions` that fail to decode),
+    /// each row as `NewRequestInfo` of v0.36.1 returns it for a request Go's server parsed.
+    #[rustfmt::skip]
+    const EDGE_CASES: &[(&str, &str, bool, &str, Expect)] = &[
+        ("GET", "/api/v1/namespaces/ns%2Fx/pods", true, "/api/v1/namespaces/ns/x/pods", ("get", "api", "", "v1", "ns", "x", "", "pods", &["x", "pods"])),
+        ("GET", "/api/v1/p%6Fds/a%20b", true, "/api/v1/pods/a b", ("get", "api", "", "v1", "", "pods", "", "a b", &["pods", "a b"])),
+        ("GET", "/api/v1/pods/a+b", true, "/api/v1/pods/a+b", ("get", "api", "", "v1", "", "pods", "", "a+b", &["pods", "a+b"])),
+        ("GET", "/api%2Fv1%2Fpods", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods//", true, "/api/v1/pods//", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api//v1/pods", true, "/api//v1/pods", ("get", "api", "", "", "", "v1", "", "pods", &["v1", "pods"])),
+        ("GET", "//api/v1/pods", true, "//api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1//pods", true, "/api/v1//pods", ("get", "api", "", "v1", "", "", "", "pods", &["", "pods"])),
+        ("GET", "/api/v1/watch", true, "/api/v1/watch", ("get", "api", "", "v1", "", "", "", "", &[])),
+        ("GET", "/api/v1/watch/", true, "/api/v1/watch/", ("get", "api", "", "v1", "", "", "", "", &[])),
+        ("POST", "/apis/g/v1/proxy", true, "/apis/g/v1/proxy", ("post", "apis", "g", "v1", "", "", "", "", &[])),
+        ("GET", "/apis/g/v1", false, "/apis/g/v1", ("get", "apis", "", "", "", "", "", "", &[])),
+        ("GET", "/apis/g/v1/", false, "/apis/g/v1/", ("get", "apis", "", "", "", "", "", "", &[])),
+        ("OPTIONS", "/api/v1/namespaces/ns/pods/foo", true, "/api/v1/namespaces/ns/pods/foo", ("", "api", "", "v1", "ns", "pods", "", "foo", &["pods", "foo"])),
+        ("OPTIONS", "/api/v1/namespaces/ns/pods", true, "/api/v1/namespaces/ns/pods", ("", "api", "", "v1", "ns", "pods", "", "", &["pods"])),
+        ("CONNECT", "/healthz", false, "/healthz", ("connect", "", "", "", "", "", "", "", &[])),
+        ("get", "/api/v1/pods/foo", true, "/api/v1/pods/foo", ("", "api", "", "v1", "", "pods", "", "foo", &["pods", "foo"])),
+        ("GET", "/api/v1/namespaces", true, "/api/v1/namespaces", ("list", "api", "", "v1", "", "namespaces", "", "", &["namespaces"])),
+        ("GET", "/api/v1/namespaces/", true, "/api/v1/namespaces/", ("list", "api", "", "v1", "", "namespaces", "", "", &["namespaces"])),
+        ("GET", "/api/v1/namespaces/ns/finalize/x", true, "/api/v1/namespaces/ns/finalize/x", ("get", "api", "", "v1", "ns", "namespaces", "finalize", "ns", &["namespaces", "ns", "finalize", "x"])),
+        ("GET", "/api/v1/namespaces/status/pods", true, "/api/v1/namespaces/status/pods", ("list", "api", "", "v1", "status", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/watch/namespaces", true, "/api/v1/watch/namespaces", ("watch", "api", "", "v1", "", "namespaces", "", "", &["namespaces"])),
+        ("GET", "/api/v1/watch/namespaces/ns", true, "/api/v1/watch/namespaces/ns", ("watch", "api", "", "v1", "ns", "namespaces", "", "ns", &["namespaces", "ns"])),
+        ("GET", "/api/v1/watch/namespaces/ns/pods/foo", true, "/api/v1/watch/namespaces/ns/pods/foo", ("watch", "api", "", "v1", "ns", "pods", "", "foo", &["pods", "foo"])),
+        ("GET", "/api/v1/proxy/pods", true, "/api/v1/proxy/pods", ("proxy", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/namespaces/ns/services/foo:80/proxy/a/b", true, "/api/v1/namespaces/ns/services/foo:80/proxy/a/b", ("get", "api", "", "v1", "ns", "services", "proxy", "foo:80", &["services", "foo:80", "proxy", "a", "b"])),
+        ("GET", "/api/v1/pods?watch=", true, "/api/v1/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch", true, "/api/v1/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=FALSE", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=%66alse", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=false&watch=true", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch;x=1&watch=false", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=%zz&watch=0", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=falſe", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?watch=falſe&limit=x", true, "/api/v1/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("HEAD", "/api/v1/pods?watch=yes", true, "/api/v1/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name%3Dfoo", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "foo", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name==foo", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "foo", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name!=foo", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=b,metadata.name=a", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "a", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a%5C,b", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "a,b", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a%5C%5C", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "a\\", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a%5C", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a%5Cx", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=..", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a%25b", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a/b", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=,,metadata.name=x,", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "x", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=spec.nodeName=n,metadata.name=z", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "z", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=a+b", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "a b", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&labelSelector=a+in+(b", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&labelSelector=a+in+(b,,c)", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "foo", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&limit=x", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&limit=-1", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "foo", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&timeoutSeconds=1.5&watch=1", true, "/api/v1/pods", ("watch", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo&continue=x&resourceVersion=abc&sendInitialEvents=maybe", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "foo", &["pods"])),
+        ("GET", "/api/v1/pods?fieldSelector=metadata.name=foo;x", true, "/api/v1/pods", ("list", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("DELETE", "/api/v1/pods?fieldSelector=metadata.name=foo", true, "/api/v1/pods", ("deletecollection", "api", "", "v1", "", "pods", "", "", &["pods"])),
+        ("GET", "/api/v1/pods/foo?watch=true", true, "/api/v1/pods/foo", ("get", "api", "", "v1", "", "pods", "", "foo", &["pods", "foo"])),
+    ];
+
+    #[test]
+    fn edge_cases_match_kube_apiserver() {
+        for &(method, url, resource_request, path, fields) in EDGE_CASES {
+            assert_eq!(
+                parse_url(method, url),
+                expected(resource_request, path, fields),
+                "{method} {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_path_escapes_are_parsed_undecoded() {
+        let info = parse_url("GET", "/api/v1/namespaces/a%zz/pods/b%");
+        assert_eq!(info.path, "/api/v1/namespaces/a%zz/pods/b%");
+        assert_eq!(
+            (info.namespace.as_str(), info.name.as_str()),
+            ("a%zz", "b%")
+        );
+        assert_eq!(parse_url("GET", "/api/v1/pods/%FF").name, "\u{fffd}");
+    }
+
+    /// `labels.Parse` acceptance, as seen through the name rule (a selector that does not
+    /// parse makes `ListOptions` fail to decode).
+    #[rustfmt::skip]
+    const LABEL_SELECTORS: &[(&str, bool)] = &[
+        ("", true),
+        ("a", true),
+        ("!a", true),
+        ("a=b", true),
+        ("a==b", true),
+        ("a!=b", true),
+        ("a in (b,c)", true),
+        ("a notin ()", true),
+        ("a in (,)", true),
+        ("a in (b,,c)", true),
+        ("a in (b", false),
+        ("a in b", false),
+        ("a in (b c)", false),
+        ("a>5", true),
+        ("a<-5", false),
+        ("a>x", false),
+        ("a>", false),
+        ("a=", true),
+        ("a,", false),
+        (",a", false),
+        ("a b", false),
+        ("!a=b", false),
+        ("!a,b", true),
+        ("example.com/a=b", true),
+        ("Example.com/a=b", false),
+        ("a/b/c", false),
+        ("/a", false),
+        ("-a", false),
+        ("a=-b", false),
+        ("in in (in)", true),
+        ("notin=notin", true),
+        ("a\0b", false),
+        ("a=b\0!!!", false),
+        ("a!!b", false),
+        ("a=!b", false),
+        ("a=(b)", false),
+        (" a = b ", true),
+        ("a\t,\nb", true),
+        ("a==xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", true),
+        ("a==xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", false),
+        ("kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", true),
+        ("kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", false),
+        ("a.b-c_d=e.f-g_h", true),
+        ("a=é", false),
+        ("a in (b,)x", false),
+        ("x,,y", false),
+        ("a>01", true),
+        ("a<+3", false),
+        ("a in (é)", false),
+    ];
+
+    #[test]
+    fn label_selector_parsing() {
+        for &(selector, ok) in LABEL_SELECTORS {
+            assert_eq!(labels::parses(selector), ok, "{selector:?}");
+        }
+    }
+
+    /// method, url, long-running.
+    #[rustfmt::skip]
+    const LONG_RUNNING: &[(&str, &str, bool)] = &[
+        ("POST", "/api/v1/namespaces/ns/pods/foo/exec?command=sh", true),
+        ("GET", "/api/v1/namespaces/ns/pods/foo/exec", true),
+        ("POST", "/api/v1/namespaces/ns/pods/foo/attach", true),
+        ("POST", "/api/v1/namespaces/ns/pods/foo/portforward", true),
+        ("GET", "/api/v1/namespaces/ns/pods/foo/proxy/metrics", true),
+        ("GET", "/api/v1/namespaces/ns/services/foo:80/proxy/", true),
+        ("GET", "/api/v1/nodes/n/proxy/logs/", true),
+        ("GET", "/api/v1/proxy/namespaces/ns/pods/foo", true),
+        ("GET", "/api/v1/namespaces/ns/pods/foo/log?follow=true", true),
+        ("GET", "/api/v1/namespaces/ns/pods/foo/log", true),
+        ("GET", "/api/v1/pods?watch=true", true),
+        ("GET", "/apis/apps/v1/namespaces/ns/deployments?watch=1", true),
+        ("GET", "/api/v1/watch/pods", true),
+        ("GET", "/api/v1/watch/namespaces/ns/pods/foo", true),
+        ("GET", "/debug/pprof/profile?seconds=30", true),
+        ("WATCH", "/healthz", true),
+        ("GET", "/api/v1/namespaces/ns/pods/foo", false),
+        ("GET", "/api/v1/pods", false),
+        ("GET", "/api/v1/pods?watch=false", false),
+        ("GET", "/api/v1/pods/foo?watch=true", false),
+        ("GET", "/api/v1/namespaces/ns/pods/foo/status", false),
+        ("POST", "/api/v1/namespaces/ns/pods/foo/eviction", false),
+        ("GET", "/logs/kube-apiserver.log", false),
+        ("GET", "/api/v1/log", false),
+        ("GET", "/debug/pprof", false),
+        ("GET", "/healthz", false),
+        ("GET", "/api/v1/watch", false),
+    ];
+
+    #[test]
+    fn long_running() {
+        for &(method, url, want) in LONG_RUNNING {
+            assert_eq!(
+                is_long_running(&parse_url(method, url)),
+                want,
+                "{method} {url}"
+            );
+        }
+    }
+}
