@@ -5,16 +5,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use kube_oidc_proxy::audit::backend::log::LogBackend;
+use kube_oidc_proxy::audit::backend::webhook::WebhookBackend;
+use kube_oidc_proxy::audit::backend::{AuditCounters, Backend, Backends};
+use kube_oidc_proxy::audit::policy::{self, Policy};
+use kube_oidc_proxy::audit::recorder::Auditor;
 use kube_oidc_proxy::authn::authenticators::{AuthenticatorOptions, Authenticators};
+use kube_oidc_proxy::config::audit::AuditSettings;
 use kube_oidc_proxy::config::{authentication, Config, Flags};
 use kube_oidc_proxy::observe::logging;
-use kube_oidc_proxy::observe::metrics::{Kind, Metrics};
+use kube_oidc_proxy::observe::metrics::{load, Kind, Metrics};
 use kube_oidc_proxy::proxy::identity::IdentityForwarding;
 use kube_oidc_proxy::proxy::Proxy;
 use kube_oidc_proxy::server::{self, probe, tls, ServeSettings};
 use kube_oidc_proxy::upstream::review::Reviewer;
 use kube_oidc_proxy::upstream::{self, Upstream};
 use tokio::sync::watch;
+
+/// How long SIGTERM waits for queued audit events to be delivered.
+const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often readiness checks that the API server answers.
 const UPSTREAM_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -40,6 +49,8 @@ fn main() -> ExitCode {
 /// Everything that can be checked before listening, with every error collected.
 struct Parts {
     config: Config,
+    /// `--audit-policy-file`, loaded and validated.
+    audit_policy: Option<Policy>,
     authenticators: Arc<Authenticators>,
     upstream: Upstream,
     identity: IdentityForwarding,
@@ -70,6 +81,17 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
             (None, None)
         }
     };
+    let audit_policy = config.audit.policy_file.as_deref().and_then(|path| {
+        policy::load(path)
+            .map_err(|e| {
+                errors.extend(
+                    e.problems()
+                        .iter()
+                        .map(|p| format!("audit policy {}: {p}", path.display())),
+                )
+            })
+            .ok()
+    });
     let certificates = tls::ServingCertificates::load(&config.tls)
         .map_err(|e| errors.push(e.to_string()))
         .ok();
@@ -84,6 +106,7 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
         {
             Ok(Parts {
                 config,
+                audit_policy,
                 authenticators: Arc::new(authenticators),
                 upstream,
                 identity,
@@ -148,6 +171,7 @@ async fn run(flags: Flags) -> ExitCode {
     }
     let Parts {
         config,
+        audit_policy,
         authenticators,
         upstream,
         identity,
@@ -155,6 +179,13 @@ async fn run(flags: Flags) -> ExitCode {
         tls,
     } = parts;
     logging::init(&config.log);
+    let auditor = match start_audit(&config.audit, audit_policy).await {
+        Ok(auditor) => auditor,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let secure_address = SocketAddr::new(config.bind_address, config.secure_port);
     let probe_address = SocketAddr::new(config.bind_address, config.probe_port);
@@ -173,6 +204,9 @@ async fn run(flags: Flags) -> ExitCode {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     register_scrape_sources(&metrics, &authenticators, &certificates);
+    if let Some((_, backends)) = &auditor {
+        register_audit_sources(&metrics, backends.all_counters());
+    }
     let upstream_health = Arc::new(probe::UpstreamHealth::default());
     let upstream_check = tokio::spawn(
         upstream_health
@@ -205,7 +239,8 @@ async fn run(flags: Flags) -> ExitCode {
     let proxy = Arc::new(
         Proxy::new(authenticators.clone(), upstream.clone())
             .with_identity(identity)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_auditor(auditor.as_ref().map(|(auditor, _)| auditor.clone())),
     );
     tracing::info!(
         address = %secure_address,
@@ -231,6 +266,12 @@ async fn run(flags: Flags) -> ExitCode {
     readiness.set_serving(false);
     let _ = stop_tx.send(true);
     let _ = serve.await;
+    if let Some((_, backends)) = &auditor {
+        // What is queued gets a few seconds to reach the log or webhook.
+        backends
+            .shutdown(tokio::time::Instant::now() + AUDIT_FLUSH_LIMIT)
+            .await;
+    }
     if let Some(config_watch) = config_watch {
         config_watch.abort();
     }
@@ -238,6 +279,67 @@ async fn run(flags: Flags) -> ExitCode {
     upstream_check.abort();
     probe_task.abort();
     ExitCode::SUCCESS
+}
+
+/// Starts the audit backends when a policy and at least one backend are configured.
+async fn start_audit(
+    settings: &AuditSettings,
+    policy: Option<Policy>,
+) -> Result<Option<(Arc<Auditor>, Arc<Backends>)>, String> {
+    let Some(policy) = policy else {
+        return Ok(None);
+    };
+    let mut backends = Backends::new();
+    if let Some(log) = &settings.log {
+        backends.push(LogBackend::start(log).map_err(|e| format!("--audit-log-path: {e}"))?);
+    }
+    if let Some(webhook) = &settings.webhook {
+        backends.push(
+            WebhookBackend::start(webhook)
+                .await
+                .map_err(|e| format!("--audit-webhook-config-file: {e}"))?,
+        );
+    }
+    if backends.is_empty() {
+        tracing::warn!("--audit-policy-file is set but no audit backend is; nothing is audited");
+        return Ok(None);
+    }
+    let backends = Arc::new(backends);
+    let auditor = Arc::new(Auditor::new(policy, backends.clone()));
+    Ok(Some((auditor, backends)))
+}
+
+/// The audit backends' delivery counters, read at scrape time.
+fn register_audit_sources(metrics: &Metrics, counters: Vec<Arc<AuditCounters>>) {
+    type Field = fn(&AuditCounters) -> &std::sync::atomic::AtomicU64;
+    let families: [(&'static str, &'static str, Field); 3] = [
+        (
+            "audit_events",
+            "Audit events delivered, by backend (log, webhook)",
+            |c| &c.written,
+        ),
+        (
+            "audit_events_dropped",
+            "Audit events lost (buffer full, too large, retries exhausted), by backend",
+            |c| &c.dropped,
+        ),
+        (
+            "audit_errors",
+            "Failed audit writes or webhook requests (each retry counts), by backend",
+            |c| &c.errors,
+        ),
+    ];
+    for (name, help, field) in families {
+        let counters = counters.clone();
+        metrics.register_scrape(name, help, Kind::Counter, move |samples| {
+            for counter in &counters {
+                samples.push(
+                    vec![("backend", counter.backend.into())],
+                    load(field(counter)),
+                );
+            }
+        });
+    }
 }
 
 /// Metrics read at scrape time from the parts that keep the state.

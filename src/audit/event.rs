@@ -53,6 +53,7 @@ pub struct Event {
 /// `authentication.k8s.io/v1` `UserInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UserInfo {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub username: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub uid: String,
@@ -77,7 +78,11 @@ pub struct ObjectReference {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub api_version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub subresource: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
 }
 
 /// The response's `metav1.Status` as an audit event records it.

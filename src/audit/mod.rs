@@ -6,9 +6,11 @@
 //!   which requests are long-running;
 //! - [`policy`]: the `audit.k8s.io/v1` `Policy` file and its rule evaluation;
 //! - [`event`]: the `audit.k8s.io/v1` `Event` the backends write;
-//! - [`backend`]: the log file and webhook backends, neither ever blocking a request.
+//! - [`backend`]: the log file and webhook backends, neither ever blocking a request;
+//! - [`recorder`]: one request's events, stage by stage.
 
 pub mod backend;
 pub mod event;
 pub mod policy;
+pub mod recorder;
 pub mod request_info;

@@ -232,7 +232,7 @@ pub struct AuditFlags {
 }
 
 /// Validated audit configuration: no backend at all when nothing was asked for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuditSettings {
     /// `--audit-policy-file`.
     pub policy_file: Option<PathBuf>,

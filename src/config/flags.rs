@@ -197,6 +197,10 @@ pub struct Flags {
     #[arg(long, default_value_t = 0, help_heading = "Secure Serving")]
     pub http2_max_streams_per_connection: u32,
 
+    // ---- Audit ----
+    #[command(flatten)]
+    pub audit: super::audit::AuditFlags,
+
     // ---- Client (the API server) ----
     /// Path to a kubeconfig for the API server. Without any client flag the in-cluster
     /// ServiceAccount configuration is used.

@@ -42,6 +42,8 @@ pub struct Config {
     pub identity: IdentitySettings,
     /// SubjectAccessReview / TokenReview timeout and passthrough audiences.
     pub reviews: ReviewSettings,
+    /// The audit policy file and backends (none unless asked for).
+    pub audit: audit::AuditSettings,
 }
 
 /// Who may authenticate, and how readiness judges the issuers.
@@ -143,6 +145,10 @@ impl Config {
             Duration::from_secs(30)
         });
         let (identity, reviews) = identity::identity_settings(flags, &mut errors);
+        let audit = flags.audit.settings().unwrap_or_else(|problems| {
+            errors.extend(problems);
+            audit::AuditSettings::default()
+        });
         let format = match flags.log_format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -176,6 +182,7 @@ impl Config {
             },
             identity,
             reviews,
+            audit,
         })
     }
 }

@@ -36,7 +36,8 @@ const LATENCY_BUCKETS: [f64; 17] = [
 
 /// Kubernetes verbs, and the lower-cased HTTP methods of non-resource requests. Anything else
 /// (an extension method a client made up) is counted as `other`.
-const KNOWN_VERBS: [&str; 14] = [
+const KNOWN_VERBS: [&str; 15] = [
+    "proxy",
     "get",
     "list",
     "watch",

@@ -19,7 +19,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::audit::request_info;
+use crate::audit::recorder::{
+    authentication_failed_message, Auditor, Completion, RequestAudit, RequestFacts,
+    MAX_AUDITED_OBJECT_BYTES,
+};
+use crate::audit::request_info::{self, RequestInfo};
 use crate::authn::authenticators::Authenticators;
 use crate::authn::oidc::AuthError;
 use crate::authn::{bearer_token, UserInfo};
@@ -29,8 +33,11 @@ use crate::observe::metrics::{self, AuthOutcome, Metrics};
 use crate::upstream::review::ReviewError;
 use crate::upstream::{Body, Route, Upstream, UpstreamError};
 use identity::IdentityForwarding;
-use observed::{BodyEnd, ObservedBody};
+use observed::{BodyEnd, Captured, ObservedBody};
 use status::Status;
+
+/// The header carrying a request's audit ID, to the API server and back to the client.
+const AUDIT_ID: &str = "audit-id";
 
 /// The `issuer` metrics label of callers a TokenReview accepted (`--token-passthrough`).
 const TOKEN_REVIEW_ISSUER: &str = "tokenreview";
@@ -78,6 +85,7 @@ pub struct Proxy {
     upstream: Upstream,
     identity: IdentityForwarding,
     metrics: Arc<Metrics>,
+    auditor: Option<Arc<Auditor>>,
 }
 
 /// What serving a request learned that observing it needs.
@@ -87,6 +95,12 @@ struct Outcome {
     issuer: Option<Arc<str>>,
     /// The response is a `101`: the splice reports its own end.
     upgraded: bool,
+    /// With auditing on: what every event of the request carries.
+    audit_facts: Option<RequestFacts>,
+    /// The request's audit, once the policy chose a level for the authenticated caller.
+    audit: Option<RequestAudit>,
+    /// The request body's bounded copy, when the audit records it.
+    request_body: Option<Captured>,
 }
 
 /// Boxes any body into the pipeline's body type.
@@ -112,7 +126,14 @@ impl Proxy {
             upstream,
             identity: IdentityForwarding::default(),
             metrics: Arc::new(Metrics::new()),
+            auditor: None,
         }
+    }
+
+    /// Audits requests with `auditor` (`--audit-policy-file` and a backend).
+    pub fn with_auditor(mut self, auditor: Option<Arc<Auditor>>) -> Self {
+        self.auditor = auditor;
+        self
     }
 
     /// Records into `metrics` (by default a registry nobody scrapes).
@@ -142,28 +163,64 @@ impl Proxy {
         let long_running = is_upgrade || request_info::is_long_running(&info);
         let in_flight = self.metrics.in_flight(long_running);
         let verb = metrics::verb_label(&info.verb);
-        let mut outcome = Outcome::default();
-        let response = self.serve(request, peer, verb, &mut outcome).await;
+        let mut outcome = Outcome {
+            audit_facts: self.auditor.is_some().then(|| {
+                audit_facts(
+                    &request,
+                    info,
+                    peer,
+                    &self.identity.settings.trusted_proxies,
+                )
+            }),
+            ..Outcome::default()
+        };
+        let mut response = self.serve(request, peer, verb, &mut outcome).await;
+        if let Some(facts) = &outcome.audit_facts {
+            if let Ok(id) = HeaderValue::from_str(&facts.audit_id) {
+                response.headers_mut().insert(AUDIT_ID, id);
+            }
+        }
 
         // Counted when the response ends: a short request's duration runs to its last byte.
         let metrics = self.metrics.clone();
         let code = response.status().as_u16();
         let issuer = outcome.issuer.unwrap_or_else(|| Arc::from(""));
-        let record = move |_: BodyEnd| {
+        let record = move || {
             let duration = (!long_running).then(|| started.elapsed());
             metrics.request(verb, code, issuer, duration);
             drop(in_flight);
         };
         if outcome.upgraded {
-            // The body of a 101 is empty; the spliced connection is counted by its own guard.
-            record(BodyEnd {
-                bytes: 0,
-                completed: true,
-            });
+            // The body of a 101 is empty; the spliced connection is counted and audited by the
+            // splice.
+            record();
             return response;
         }
+        let mut audit = outcome.audit;
+        if long_running {
+            if let Some(audit) = audit.as_mut() {
+                audit.response_started(code);
+            }
+        }
         let (parts, body) = response.into_parts();
-        Response::from_parts(parts, boxed(ObservedBody::new(body, record)))
+        let capture = audit
+            .as_ref()
+            .and_then(|audit| audit.response_capture_limit(code));
+        let (body, response_body) = match capture {
+            Some(limit) => {
+                let (body, captured) = ObservedBody::capturing(body, limit);
+                (body, Some(captured))
+            }
+            None => (ObservedBody::passing(body), None),
+        };
+        let request_body = outcome.request_body;
+        let body = body.on_end(move |_: BodyEnd| {
+            record();
+            if let Some(audit) = audit {
+                audit.complete(completion(code, request_body, response_body));
+            }
+        });
+        Response::from_parts(parts, boxed(body))
     }
 
     async fn serve(
@@ -192,6 +249,9 @@ impl Proxy {
         let caller = match self.authenticate(&request).await {
             Ok(caller) => {
                 outcome.issuer = Some(caller.issuer.clone());
+                if let (Some(auditor), Some(facts)) = (&self.auditor, &outcome.audit_facts) {
+                    outcome.audit = auditor.begin(facts, &caller.user);
+                }
                 caller
             }
             Err(failure) => {
@@ -200,6 +260,18 @@ impl Proxy {
                     &context.source,
                     &context.uri,
                 ));
+                if let (Some(auditor), Some(facts)) = (&self.auditor, &outcome.audit_facts) {
+                    let code = match failure {
+                        AuthFailure::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                        AuthFailure::ReviewFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    let presented = request.headers().contains_key(header::AUTHORIZATION);
+                    auditor.failed_authentication(
+                        facts,
+                        authentication_failed_message(presented),
+                        code.as_u16(),
+                    );
+                }
                 return match failure {
                     AuthFailure::Unauthorized(reason) => {
                         tracing::info!(uri = %context.uri, peer = %peer, reason = %reason, "authentication failed");
@@ -241,16 +313,20 @@ impl Proxy {
             // The outbound section names whom the caller acts as (the authorized target), not
             // the extras the proxy adds on top.
             log_success(target.as_ref());
-            Outbound::Impersonate(extras::outbound_user(
+            let user = extras::outbound_user(
                 &caller.user,
                 target.as_ref(),
                 &settings.extra_user_headers,
                 context.client_ip,
-            ))
+            );
+            if let Some(audit) = outcome.audit.as_mut() {
+                audit.set_impersonated_user(&user);
+            }
+            Outbound::Impersonate(user)
         };
 
         // Steps 3-4: build the upstream request and forward it.
-        let response = self.forward(request, outbound, &context).await;
+        let response = self.forward(request, outbound, &context, outcome).await;
         outcome.upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         response
     }
@@ -388,6 +464,7 @@ impl Proxy {
         request: Request<Incoming>,
         outbound: Outbound,
         context: &RequestContext,
+        outcome: &mut Outcome,
     ) -> Response<Body> {
         let is_upgrade = request.version() <= http::Version::HTTP_11
             && headers::is_upgrade_request(request.headers());
@@ -443,7 +520,23 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(&context.client_ip.to_string()) {
             parts.headers.insert("x-forwarded-for", value);
         }
-        let mut upstream_request = Request::new(boxed(body));
+        // The API server's own audit event gets the same ID as the proxy's (kube-apiserver takes
+        // a request's `Audit-ID` as its own), so the two logs join on `auditID`.
+        if let Some(facts) = &outcome.audit_facts {
+            if let Ok(id) = HeaderValue::from_str(&facts.audit_id) {
+                parts.headers.insert(AUDIT_ID, id);
+            }
+        }
+        let body = match outcome.audit.as_ref().filter(|a| a.wants_request_body()) {
+            Some(_) => {
+                let (body, captured) =
+                    ObservedBody::capturing(boxed(body), MAX_AUDITED_OBJECT_BYTES);
+                outcome.request_body = Some(captured);
+                boxed(body)
+            }
+            None => boxed(body),
+        };
+        let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = target;
         *upstream_request.headers_mut() = parts.headers;
@@ -464,11 +557,77 @@ impl Proxy {
         self.metrics.upstream(context.verb, sent.elapsed());
 
         if let Some(client_upgrade) = client_upgrade {
-            return upgrade::finish(response, client_upgrade, &self.metrics);
+            let mut audit = outcome.audit.take();
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(audit) = audit.as_mut() {
+                    audit.response_started(StatusCode::SWITCHING_PROTOCOLS.as_u16());
+                }
+            } else {
+                // An ordinary answer: audited like any response.
+                outcome.audit = audit.take();
+            }
+            let on_close = move || {
+                if let Some(audit) = audit {
+                    audit.complete(completion(
+                        StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+                        None,
+                        None,
+                    ));
+                }
+            };
+            return upgrade::finish(response, client_upgrade, &self.metrics, on_close);
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_response_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, boxed(body))
+    }
+}
+
+/// What every audit event of a request carries, read before authentication.
+fn audit_facts(
+    request: &Request<Incoming>,
+    info: RequestInfo,
+    peer: SocketAddr,
+    trusted_proxies: &client_ip::TrustedProxies,
+) -> RequestFacts {
+    let client_ip = trusted_proxies.client_ip(peer.ip(), request.headers());
+    let mut source_ips = vec![client_ip.to_string()];
+    if client_ip != peer.ip() {
+        source_ips.push(peer.ip().to_string());
+    }
+    RequestFacts {
+        audit_id: Auditor::new_audit_id(),
+        request_uri: request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+        info,
+        source_ips,
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        received: SystemTime::now(),
+    }
+}
+
+/// What `ResponseComplete` records of the bodies' bounded copies.
+fn completion(
+    code: u16,
+    request_body: Option<Captured>,
+    response_body: Option<Captured>,
+) -> Completion {
+    let request = request_body.as_ref().map(Captured::bytes);
+    let response = response_body.as_ref().map(Captured::bytes);
+    Completion {
+        code,
+        request_body_too_large: matches!(request, Some(None)),
+        request_body: request.flatten(),
+        response_body_too_large: matches!(response, Some(None)),
+        response_body: response.flatten(),
     }
 }
 

@@ -86,6 +86,16 @@ impl ObservedBody {
         }
     }
 
+    /// Wraps `inner` with nothing to report yet (see [`ObservedBody::on_end`]).
+    pub fn passing(inner: Body) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            capture: None,
+            on_end: None,
+        }
+    }
+
     /// Wraps `inner` keeping a copy of at most `limit` bytes (none if it is longer).
     pub fn capturing(inner: Body, limit: usize) -> (Self, Captured) {
         let captured = Captured::new();
@@ -98,7 +108,7 @@ impl ObservedBody {
         (body, captured)
     }
 
-    /// Adds the end callback to a capturing body.
+    /// Sets the end callback.
     pub fn on_end(mut self, on_end: impl FnOnce(BodyEnd) + Send + Sync + 'static) -> Self {
         self.on_end = Some(Box::new(on_end));
         self

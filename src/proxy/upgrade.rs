@@ -92,10 +92,12 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
 /// (half-close). Any other answer is returned as an ordinary response with
 /// `Connection: close`, so the client connection ends after it and nothing the client sent
 /// behind the request is ever read as a new request.
+/// `on_close` runs once the splice has ended (at once when nothing is spliced).
 pub fn finish(
     mut response: Response<Incoming>,
     client: OnUpgrade,
     metrics: &Metrics,
+    on_close: impl FnOnce() + Send + 'static,
 ) -> Response<Body> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
@@ -103,6 +105,7 @@ pub fn finish(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        on_close();
         return Response::from_parts(parts, boxed(body));
     }
     if response.headers().get(header::UPGRADE).is_none() {
@@ -114,6 +117,7 @@ pub fn finish(
         refused
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        on_close();
         return refused;
     }
     let upstream = hyper::upgrade::on(&mut response);
@@ -126,6 +130,7 @@ pub fn finish(
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
+                on_close();
                 return;
             }
         };
@@ -140,6 +145,7 @@ pub fn finish(
             Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
         }
         drop(counters);
+        on_close();
     });
     let mut response = Response::new(boxed(http_body_util::Empty::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
