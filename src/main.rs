@@ -204,6 +204,7 @@ async fn run(flags: Flags) -> ExitCode {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     register_scrape_sources(&metrics, &authenticators, &certificates);
+    metrics.register_process_metrics();
     if let Some((_, backends)) = &auditor {
         register_audit_sources(&metrics, backends.all_counters());
     }
@@ -219,6 +220,27 @@ async fn run(flags: Flags) -> ExitCode {
                 upstream_health,
                 config.authentication.readiness_requires_upstream,
             ),
+    );
+    let checks = readiness.clone();
+    metrics.register_scrape(
+        "readiness_checks",
+        "1 while the readiness check passes, else 0 (checks as /readyz?verbose lists them)",
+        Kind::Gauge,
+        move |samples| {
+            for check in checks.checks() {
+                samples.push(
+                    vec![("check", check.name)],
+                    f64::from(u8::from(check.result.is_ok())),
+                );
+            }
+        },
+    );
+    let ready = readiness.clone();
+    metrics.register_scrape(
+        "ready",
+        "1 while /ready answers 200, else 0",
+        Kind::Gauge,
+        move |samples| samples.push(vec![], f64::from(u8::from(ready.check().is_ok()))),
     );
     authenticators.start();
     let config_watch = config.authentication.file.clone().map(|file| {

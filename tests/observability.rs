@@ -190,6 +190,19 @@ async fn metrics_count_exactly_what_a_scripted_run_did() {
         Some(0.0)
     );
     assert!(text.contains("# TYPE kube_oidc_proxy_requests_total counter"));
+    assert_eq!(value(&text, "kube_oidc_proxy_ready"), Some(1.0), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"kube_oidc_proxy_readiness_checks{check="upstream"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "process_resident_memory_bytes").is_some(),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -160,17 +160,17 @@ impl Metrics {
     /// The request-path families, registered under the `kube_oidc_proxy_` prefix; scrape-time
     /// sources are added with [`Metrics::register_scrape`].
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kube_oidc_proxy");
+        let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
-            "requests",
+            "kube_oidc_proxy_requests",
             "Requests served, by Kubernetes verb, HTTP status code and authenticating issuer",
             requests.clone(),
         );
         let request_duration =
             Family::<VerbLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register(
-            "request_duration_seconds",
+            "kube_oidc_proxy_request_duration_seconds",
             "Time from receiving a request to the end of its response, long-running requests \
              (watch, exec, attach, port-forward, proxy, follow logs) excluded",
             request_duration.clone(),
@@ -178,62 +178,62 @@ impl Metrics {
         let upstream_duration =
             Family::<VerbLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register(
-            "upstream_request_duration_seconds",
+            "kube_oidc_proxy_upstream_request_duration_seconds",
             "Time from sending a request to the API server to its response headers",
             upstream_duration.clone(),
         );
         let in_flight = Family::<KindLabels, Gauge>::default();
         registry.register(
-            "requests_in_flight",
+            "kube_oidc_proxy_requests_in_flight",
             "Requests being served, short or long_running",
             in_flight.clone(),
         );
         let authentications = Family::<AuthenticationLabels, Counter>::default();
         registry.register(
-            "authentications",
+            "kube_oidc_proxy_authentications",
             "Authentication attempts by issuer (empty when no configured issuer claims the \
              token), result (success, failure, error) and reason",
             authentications.clone(),
         );
         let token_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
-            "token_cache_requests",
+            "kube_oidc_proxy_token_cache_requests",
             "Verified-token cache lookups by issuer and result (hit, miss)",
             token_cache.clone(),
         );
         let review_duration =
             Family::<ReviewLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register(
-            "review_duration_seconds",
+            "kube_oidc_proxy_review_duration_seconds",
             "Duration of SubjectAccessReview and TokenReview calls to the API server",
             review_duration.clone(),
         );
         let review_errors = Family::<ReviewLabels, Counter>::default();
         registry.register(
-            "review_errors",
+            "kube_oidc_proxy_review_errors",
             "SubjectAccessReview and TokenReview calls that got no answer (error or timeout)",
             review_errors.clone(),
         );
         let upgrades_open = Gauge::default();
         registry.register(
-            "upgraded_connections_open",
+            "kube_oidc_proxy_upgraded_connections_open",
             "Upgraded connections (exec, attach, port-forward) currently spliced",
             upgrades_open.clone(),
         );
         let upgrades = Counter::default();
         registry.register(
-            "upgraded_connections",
+            "kube_oidc_proxy_upgraded_connections",
             "Upgraded connections spliced since start",
             upgrades.clone(),
         );
         let upgraded_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register(
-            "upgraded_bytes",
+            "kube_oidc_proxy_upgraded_bytes",
             "Bytes copied through upgraded connections, by direction (to_upstream, to_client)",
             upgraded_bytes.clone(),
         );
         registry.register(
-            "build_info",
+            "kube_oidc_proxy_build_info",
             "Always 1; the version label names the running build",
             ConstGaugeWithLabels {
                 labels: vec![("version", env!("CARGO_PKG_VERSION"))],
@@ -264,11 +264,23 @@ impl Metrics {
     {
         self.registry()
             .register_collector(Box::new(ScrapeCollector {
-                name: name.to_string(),
+                name: format!("kube_oidc_proxy_{name}"),
                 help,
                 kind,
                 collect: Box::new(collect),
             }));
+    }
+
+    /// Adds the process metrics of the Go client (`process_cpu_seconds_total`,
+    /// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+    /// `process_start_time_seconds`), read from `/proc/self` at scrape time (Linux only).
+    pub fn register_process_metrics(&self) {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.registry()
+            .register_collector(Box::new(ProcessCollector { started }));
     }
 
     /// The exposition of every metric.
@@ -469,6 +481,86 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
     }
 }
 
+/// The process metrics, read from `/proc/self`.
+#[derive(Debug)]
+struct ProcessCollector {
+    /// Unix time at startup.
+    started: f64,
+}
+
+/// The kernel's `USER_HZ`, the unit of `/proc/<pid>/stat` CPU times: 100 on every Linux
+/// architecture's user ABI.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessCollector {
+    /// (user + system CPU seconds, RSS bytes, virtual bytes, open fds), where readable.
+    fn read() -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
+        let cpu = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+                Some(ticks / USER_HZ)
+            });
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |field: &str| {
+            status.lines().find_map(|line| {
+                let value = line.strip_prefix(field)?.trim().strip_suffix("kB")?;
+                value.trim().parse::<f64>().ok().map(|kib| kib * 1024.0)
+            })
+        };
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as f64);
+        (cpu, kib("VmRSS:"), kib("VmSize:"), fds)
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), fmt::Error> {
+        let (cpu, rss, virt, fds) = Self::read();
+        if let Some(cpu) = cpu {
+            let metric = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(cpu).encode(metric)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                rss,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                virt,
+            ),
+            ("process_open_fds", "Number of open file descriptors", fds),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                Some(self.started),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(value).encode(metric)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A constant gauge carrying labels (`build_info`).
 #[derive(Debug)]
 struct ConstGaugeWithLabels {
@@ -629,6 +721,20 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE kube_oidc_proxy_audit_events_dropped_total counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn process_metrics_read_this_process() {
+        let metrics = Metrics::new();
+        metrics.register_process_metrics();
+        let text = metrics.render();
+        let rss = sample_value(&text, "process_resident_memory_bytes").expect("rss");
+        assert!(rss > 1024.0 * 1024.0, "{text}");
+        assert!(sample_value(&text, "process_open_fds").is_some_and(|n| n >= 3.0));
+        assert!(
+            sample_value(&text, "process_cpu_seconds_total").is_some(),
             "{text}"
         );
     }
