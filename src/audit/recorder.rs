@@ -12,7 +12,8 @@
 //!   (`filters/authn_audit.go`).
 //!
 //! Stages in the policy's `omitStages` are not emitted. Objects are recorded only when they
-//! are JSON (the proxy does not decode protobuf) and at most [`MAX_AUDITED_OBJECT_BYTES`].
+//! are JSON (the proxy does not decode protobuf) and at most [`MAX_AUDITED_OBJECT_BYTES`]; the
+//! `objectRef` of a create is completed from the request's metadata in either encoding.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -271,7 +272,10 @@ impl RequestAudit {
 
         let request = completion.request_body.as_deref().and_then(json_object);
         if let Some(request) = &request {
-            self.complete_object_ref(request);
+            self.complete_object_ref(json_object_meta(request));
+        } else if let Some(body) = completion.request_body.as_deref() {
+            // kubectl sends built-in objects as protobuf: its metadata names the object too.
+            self.complete_object_ref(protobuf_object_meta(body));
         }
         let omit_managed_fields = self.config.omit_managed_fields;
         if self.config.level.records_request_body() {
@@ -319,28 +323,18 @@ impl RequestAudit {
 
     /// kube-apiserver's `LogRequestObject`: empty `objectRef` fields are taken from the
     /// request object's metadata.
-    fn complete_object_ref(&mut self, request: &Value) {
-        let Some(object_ref) = self.event.object_ref.as_mut() else {
+    fn complete_object_ref(&mut self, metadata: Option<ObjectMetaFields>) {
+        let (Some(object_ref), Some(metadata)) = (self.event.object_ref.as_mut(), metadata) else {
             return;
         };
-        let Some(metadata) = request.get("metadata").and_then(Value::as_object) else {
-            return;
-        };
-        let field = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        for (slot, key) in [
-            (&mut object_ref.namespace, "namespace"),
-            (&mut object_ref.name, "name"),
-            (&mut object_ref.uid, "uid"),
-            (&mut object_ref.resource_version, "resourceVersion"),
+        for (slot, value) in [
+            (&mut object_ref.namespace, metadata.namespace),
+            (&mut object_ref.name, metadata.name),
+            (&mut object_ref.uid, metadata.uid),
+            (&mut object_ref.resource_version, metadata.resource_version),
         ] {
             if slot.is_empty() {
-                *slot = field(key);
+                *slot = value;
             }
         }
     }
@@ -354,6 +348,102 @@ impl RequestAudit {
         event.stage_timestamp = micro_time(at);
         self.backend.process(Arc::new(event));
     }
+}
+
+/// The `metadata` fields that complete an `objectRef`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ObjectMetaFields {
+    namespace: String,
+    name: String,
+    uid: String,
+    resource_version: String,
+}
+
+fn json_object_meta(object: &Value) -> Option<ObjectMetaFields> {
+    let metadata = object.get("metadata").and_then(Value::as_object)?;
+    let field = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(ObjectMetaFields {
+        namespace: field("namespace"),
+        name: field("name"),
+        uid: field("uid"),
+        resource_version: field("resourceVersion"),
+    })
+}
+
+/// The magic that starts Kubernetes' protobuf encoding, followed by a `runtime.Unknown`.
+const PROTOBUF_MAGIC: &[u8] = b"k8s\x00";
+
+/// The `metadata` of a body in Kubernetes' protobuf encoding (`application/vnd.kubernetes.protobuf`,
+/// what kubectl sends for built-in objects): `runtime.Unknown.raw` (field 2) holds the object,
+/// whose field 1 is `metadata` in every `k8s.io/api` type; `ObjectMeta` has `name` = 1,
+/// `namespace` = 3, `uid` = 5, `resourceVersion` = 6. Only these wire-format facts are used,
+/// no schema; `None` for anything else.
+fn protobuf_object_meta(body: &[u8]) -> Option<ObjectMetaFields> {
+    let unknown = body.strip_prefix(PROTOBUF_MAGIC)?;
+    let raw = protobuf_field(unknown, 2)?;
+    let metadata = protobuf_field(raw, 1)?;
+    let text = |number: u64| {
+        protobuf_field(metadata, number)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(ObjectMetaFields {
+        name: text(1),
+        namespace: text(3),
+        uid: text(5),
+        resource_version: text(6),
+    })
+}
+
+/// The bytes of the first length-delimited field `number` of a protobuf message, or `None`
+/// (absent, or the message is malformed).
+fn protobuf_field(mut message: &[u8], number: u64) -> Option<&[u8]> {
+    fn varint(input: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = input.split_first()?;
+            *input = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    fn skip<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = (input.get(..len)?, input.get(len..)?);
+        *input = rest;
+        Some(taken)
+    }
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let bytes = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                None
+            }
+            1 => skip(&mut message, 8).map(|_| None)?,
+            2 => {
+                let len = usize::try_from(varint(&mut message)?).ok()?;
+                Some(skip(&mut message, len)?)
+            }
+            5 => skip(&mut message, 4).map(|_| None)?,
+            _ => return None,
+        };
+        if key >> 3 == number {
+            if let Some(bytes) = bytes {
+                return Some(bytes);
+            }
+        }
+    }
+    None
 }
 
 /// The body as a JSON object, or `None` (not JSON: e.g. protobuf, or a plain-text error).
@@ -650,6 +740,54 @@ mod tests {
                                "code": 401})
         );
         assert_eq!(event["objectRef"]["resource"], "secrets");
+    }
+
+    /// A protobuf length-delimited field.
+    fn proto(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn a_protobuf_create_completes_the_object_ref_from_its_metadata() {
+        let (auditor, recording) = auditor(METADATA);
+        // What kubectl sends for `kubectl create configmap cm1 -n team-a --from-literal=k=v`.
+        let metadata = [proto(1, b"cm1"), proto(3, b"team-a")].concat();
+        let config_map = [proto(1, &metadata), proto(2, &proto(1, b"k"))].concat();
+        let type_meta = [proto(1, b"v1"), proto(2, b"ConfigMap")].concat();
+        let body = [
+            PROTOBUF_MAGIC.to_vec(),
+            proto(1, &type_meta),
+            proto(2, &config_map),
+            proto(3, b""),
+            proto(4, b""),
+        ]
+        .concat();
+        let audit = auditor
+            .begin(
+                &facts("POST", "/api/v1/namespaces/team-a/configmaps"),
+                &alice(),
+            )
+            .unwrap();
+        audit.complete(Completion {
+            code: 201,
+            request_body: Some(Bytes::from(body)),
+            ..Completion::default()
+        });
+        let event = json(&recording.0.lock().unwrap()[1]);
+        assert_eq!(
+            event["objectRef"],
+            serde_json::json!({"resource": "configmaps", "namespace": "team-a", "name": "cm1",
+                               "apiVersion": "v1"})
+        );
+        assert!(
+            event.get("requestObject").is_none(),
+            "protobuf is not recorded"
+        );
+        // Not protobuf, or cut short: nothing is made up.
+        assert_eq!(protobuf_object_meta(b"k8s\x00\x12\x05ab"), None);
+        assert_eq!(protobuf_object_meta(b"plain text"), None);
     }
 
     #[test]

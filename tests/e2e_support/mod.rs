@@ -358,6 +358,8 @@ pub(crate) struct Proxy {
     child: Child,
     /// `https://127.0.0.1:<port>`, served with the test CA's proxy certificate.
     pub(crate) url: String,
+    /// The plain-HTTP probe listener (`/ready`, `/livez`, `/metrics`) on 127.0.0.1.
+    pub(crate) readiness_port: u16,
     stdout: PathBuf,
     stderr: PathBuf,
     _dir: TempDir,
@@ -398,6 +400,7 @@ impl Proxy {
         let mut proxy = Proxy {
             child,
             url: format!("https://127.0.0.1:{secure_port}"),
+            readiness_port,
             stdout,
             stderr,
             _dir: dir,
