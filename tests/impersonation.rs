@@ -59,12 +59,7 @@ impl Setup {
 }
 
 fn values(request: &Recorded, name: &str) -> Vec<String> {
-    request
-        .headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
+    request.values(name)
 }
 
 fn json_body(request: &Recorded) -> Value {

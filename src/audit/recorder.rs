@@ -30,6 +30,7 @@ use super::event::{Event, ObjectReference, ResponseStatus, UserInfo as EventUser
 use super::policy::{Level, Policy, RequestAuditConfig, Stage};
 use super::request_info::RequestInfo;
 use crate::authn::UserInfo;
+use crate::impersonation::authenticated_groups;
 
 /// The largest request or response body kept for an event; a larger one is not recorded (and
 /// the event says so in an annotation), so memory per request stays bounded.
@@ -80,6 +81,8 @@ impl Auditor {
     /// Starts auditing an authenticated request: `None` when the policy says level `None`.
     /// Emits `RequestReceived`.
     pub fn begin(&self, facts: &RequestFacts, user: &UserInfo) -> Option<RequestAudit> {
+        // The caller as kube-apiserver's audit filter sees it: with `system:authenticated`.
+        let user = event_user(user);
         let config = self
             .policy
             .evaluate(&user.username, &user.groups, &facts.info);
@@ -88,7 +91,7 @@ impl Auditor {
         }
         let audit = RequestAudit {
             backend: self.backend.clone(),
-            event: base_event(facts, config.level, event_user(user)),
+            event: base_event(facts, config.level, user),
             config,
         };
         audit.emit(Stage::RequestReceived, facts.received);
@@ -158,11 +161,14 @@ fn base_event(facts: &RequestFacts, level: Level, user: EventUser) -> Event {
     }
 }
 
+/// An authenticated (or impersonated) user as kube-apiserver records it: its groups include
+/// `system:authenticated`, as the authenticator and the impersonation filter add it (and as
+/// the proxy's `Impersonate-Group` headers carry it).
 fn event_user(user: &UserInfo) -> EventUser {
     EventUser {
         username: user.username.clone(),
         uid: user.uid.clone().unwrap_or_default(),
-        groups: user.groups.clone(),
+        groups: authenticated_groups(&user.groups),
         extra: user.extra.clone(),
     }
 }
@@ -570,11 +576,11 @@ mod tests {
         );
         assert_eq!(
             complete["user"],
-            serde_json::json!({"username": "alice", "groups": ["dev"]})
+            serde_json::json!({"username": "alice", "groups": ["dev", "system:authenticated"]})
         );
         assert_eq!(
             complete["impersonatedUser"],
-            serde_json::json!({"username": "bob"})
+            serde_json::json!({"username": "bob", "groups": ["system:authenticated"]})
         );
         assert_eq!(complete["sourceIPs"], serde_json::json!(["10.0.0.1"]));
         assert_eq!(complete["userAgent"], "kubectl/v1.33");
@@ -719,6 +725,18 @@ mod tests {
                                "reason": "Forbidden", "code": 403})
         );
         assert!(json(&events[1]).get("responseObject").is_none());
+    }
+
+    #[test]
+    fn rules_for_system_authenticated_match_every_authenticated_caller() {
+        let (auditor, _) = auditor(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n\
+             - level: Request\n  userGroups: [system:authenticated]\n",
+        );
+        let audit = auditor
+            .begin(&facts("GET", "/api/v1/pods"), &alice())
+            .expect("alice is authenticated");
+        assert_eq!(audit.level(), Level::Request);
     }
 
     #[test]

@@ -63,6 +63,20 @@ fn value(text: &str, what: &'static str) -> Result<HeaderValue, HeaderError> {
     HeaderValue::from_str(text).map_err(|_| HeaderError::InvalidValue(what))
 }
 
+/// `groups` plus `system:authenticated` unless it or `system:unauthenticated` is present: the
+/// groups kube-apiserver gives an authenticated user (its `AuthenticatedGroupAdder`) and an
+/// impersonated one.
+pub fn authenticated_groups(groups: &[String]) -> Vec<String> {
+    let mut groups = groups.to_vec();
+    if !groups
+        .iter()
+        .any(|g| g == SYSTEM_AUTHENTICATED || g == "system:unauthenticated")
+    {
+        groups.push(SYSTEM_AUTHENTICATED.to_string());
+    }
+    groups
+}
+
 /// Sets the impersonation headers for `user` on an outbound request, adding
 /// `system:authenticated` to the groups when absent (as the Go kube-oidc-proxy does).
 /// Fails, changing nothing, when an attribute cannot be represented in a header.
@@ -76,15 +90,8 @@ pub fn set_impersonation_headers(
         value(&user.username, "username")?,
     ));
     let group_header = HeaderName::from_static("impersonate-group");
-    for group in &user.groups {
-        outbound.push((group_header.clone(), value(group, "group")?));
-    }
-    if !user
-        .groups
-        .iter()
-        .any(|g| g == SYSTEM_AUTHENTICATED || g == "system:unauthenticated")
-    {
-        outbound.push((group_header, HeaderValue::from_static(SYSTEM_AUTHENTICATED)));
+    for group in authenticated_groups(&user.groups) {
+        outbound.push((group_header.clone(), value(&group, "group")?));
     }
     if let Some(uid) = user.uid.as_deref().filter(|uid| !uid.is_empty()) {
         outbound.push((

@@ -28,6 +28,17 @@ pub struct Recorded {
     pub body: Bytes,
 }
 
+impl Recorded {
+    /// Every value of header `name`, in order.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+}
+
 pub struct FakeApiServer {
     pub url: String,
     pub address: SocketAddr,
