@@ -41,11 +41,7 @@ async fn setup() -> Setup {
         &ca,
         &issuer.url,
         &api.url,
-        // The byte-level server answers upgrades only, not the API server's /readyz.
-        &[
-            "--oidc-groups-claim=groups".to_string(),
-            "--readiness-upstream=reported".to_string(),
-        ],
+        &["--oidc-groups-claim=groups".to_string()],
     )
     .await;
     Setup {

@@ -10,6 +10,7 @@
 //!   and closes.
 //! - `101-then-close`: switches protocols, writes `closing` and closes the connection at once.
 //! - `101-without-upgrade`: a 101 that names no protocol, then waits for the proxy to close.
+//! - `/readyz` (the proxy's readiness check): 200 `ok`, then the connection is closed.
 //! - `400`, `403`, `500`: a Kubernetes `Status` with that code and no `Connection: close`, then
 //!   keeps reading the connection (recording anything more the proxy sends) until it closes.
 
@@ -160,6 +161,15 @@ where
         .nth(1)
         .unwrap_or_default()
         .to_string();
+    // The proxy's readiness check: answered as kube-apiserver does, on a connection closed
+    // after it (every other connection here serves one request and is then held open).
+    if path == "/readyz" {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let answer = path
         .strip_prefix("/answer/")
         .and_then(|rest| rest.split(['?', '/']).next())
