@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::issuer::{FetchCounts, Issuer, IssuerError, IssuerHealth, IssuerSettings};
 use super::jws::{self, JwsError, MAX_TOKEN_BYTES};
-use super::oidc::{AuthError, JwtAuthenticator, JwtConfig};
+use super::oidc::{token_key, AuthError, JwtAuthenticator, JwtConfig};
 use super::UserInfo;
 
 /// The prefix of Kubernetes' own usernames and groups.
@@ -280,10 +280,24 @@ impl Authenticators {
         }
         // Held to the end of the request: a reload meanwhile does not affect it.
         let set = self.current.load_full();
-        let issuer = jws::unverified_issuer(token).ok_or(AuthError::UnknownIssuer)?;
-        let index = *set.by_issuer.get(&issuer).ok_or(AuthError::UnknownIssuer)?;
-        let (authenticator, _) = &set.authenticators[index];
-        let (user, cached) = authenticator.authenticate_noting_cache(token, now).await?;
+        // The caches first: a token is cached only by the authenticator its `iss` routed it
+        // to, and the same token routes the same way, so a hit anywhere is the answer routing
+        // would give, without decoding the payload (most of a cached request's cost).
+        let key = token_key(token);
+        let hit = set
+            .authenticators
+            .iter()
+            .find_map(|(authenticator, _)| Some((authenticator, authenticator.cached(&key, now)?)));
+        let (authenticator, user, cached) = match hit {
+            Some((authenticator, user)) => (authenticator, user, true),
+            None => {
+                let issuer = jws::unverified_issuer(token).ok_or(AuthError::UnknownIssuer)?;
+                let index = *set.by_issuer.get(&issuer).ok_or(AuthError::UnknownIssuer)?;
+                let (authenticator, _) = &set.authenticators[index];
+                let user = authenticator.verify(token, key, now).await?;
+                (authenticator, user, false)
+            }
+        };
         if !self.options.allow_reserved_identities {
             if let Some(reserved) = ReservedIdentity::of(&user) {
                 return Err(reserved.into());
@@ -291,7 +305,7 @@ impl Authenticators {
         }
         Ok(Authenticated {
             user,
-            issuer: authenticator.config().issuer.url.as_str().into(),
+            issuer: authenticator.issuer_label().clone(),
             cached,
         })
     }

@@ -103,6 +103,7 @@ pub struct JwtAuthenticator {
     config: JwtConfig,
     rules: ValidationRules,
     issuer: Arc<Issuer>,
+    issuer_label: Arc<str>,
     cache: Cache<[u8; 32], CachedUser>,
 }
 
@@ -114,11 +115,15 @@ impl std::fmt::Debug for JwtAuthenticator {
     }
 }
 
-fn token_key(token: &str) -> [u8; 32] {
+/// The verified-token cache key: the token's SHA-256 (the token itself is never kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenKey([u8; 32]);
+
+pub(crate) fn token_key(token: &str) -> TokenKey {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
-    key
+    TokenKey(key)
 }
 
 impl JwtAuthenticator {
@@ -139,6 +144,7 @@ impl JwtAuthenticator {
                 issuer: config.issuer.url.clone(),
                 audiences: config.audiences.clone(),
             },
+            issuer_label: config.issuer.url.as_str().into(),
             config,
             issuer,
             cache: Cache::new(CACHE_CAPACITY),
@@ -179,12 +185,35 @@ impl JwtAuthenticator {
         now: SystemTime,
     ) -> Result<(Arc<UserInfo>, bool), AuthError> {
         let key = token_key(token);
-        if let Some(hit) = self.cache.get(&key) {
-            if now <= hit.valid_until {
-                return Ok((hit.user, true));
-            }
-            self.cache.remove(&key);
+        if let Some(user) = self.cached(&key, now) {
+            return Ok((user, true));
         }
+        self.verify(token, key, now).await.map(|user| (user, false))
+    }
+
+    /// The user this authenticator verified `key`'s token as, while that is still valid at
+    /// `now` (an entry past its token's `exp` is removed).
+    pub(crate) fn cached(&self, key: &TokenKey, now: SystemTime) -> Option<Arc<UserInfo>> {
+        let hit = self.cache.get(&key.0)?;
+        if now <= hit.valid_until {
+            return Some(hit.user);
+        }
+        self.cache.remove(&key.0);
+        None
+    }
+
+    /// The issuer URL as a shared string (the `issuer` of every authentication it accepts).
+    pub fn issuer_label(&self) -> &Arc<str> {
+        &self.issuer_label
+    }
+
+    /// Verifies and maps a token the cache did not answer for, and caches the result.
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        key: TokenKey,
+        now: SystemTime,
+    ) -> Result<Arc<UserInfo>, AuthError> {
         match jws::unverified_issuer(token) {
             Some(iss) if iss == self.config.issuer.url => {}
             _ => return Err(AuthError::NotMine(self.config.issuer.url.clone())),
@@ -216,13 +245,13 @@ impl JwtAuthenticator {
         )?);
         let valid_until = expiry.min(now + CACHE_MAX_AGE);
         self.cache.insert(
-            key,
+            key.0,
             CachedUser {
                 user: user.clone(),
                 valid_until,
             },
         );
-        Ok((user, false))
+        Ok(user)
     }
 }
 
