@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use super::backend::Backend;
 use super::event::{Event, ObjectReference, ResponseStatus, UserInfo as EventUser};
 use super::policy::{Level, Policy, RequestAuditConfig, Stage};
-use super::request_info::RequestInfo;
+use super::request_info::{self, RequestInfo};
 use crate::authn::UserInfo;
 use crate::impersonation::authenticated_groups;
 
@@ -93,6 +93,7 @@ impl Auditor {
             backend: self.backend.clone(),
             event: base_event(facts, config.level, user),
             config,
+            long_running: request_info::is_long_running(&facts.info),
         };
         audit.emit(Stage::RequestReceived, facts.received);
         Some(audit)
@@ -115,6 +116,7 @@ impl Auditor {
             backend: self.backend.clone(),
             event,
             config,
+            long_running: request_info::is_long_running(&facts.info),
         };
         audit.emit(Stage::ResponseStarted, SystemTime::now());
     }
@@ -185,6 +187,9 @@ pub struct RequestAudit {
     backend: Arc<dyn Backend>,
     config: RequestAuditConfig,
     event: Event,
+    /// kube-apiserver's long-running rule ([`request_info::is_long_running`]): the response
+    /// is a stream (watch events, exec bytes, followed logs), not one object.
+    long_running: bool,
 }
 
 impl std::fmt::Debug for RequestAudit {
@@ -309,16 +314,10 @@ impl RequestAudit {
         self.emit(Stage::ResponseComplete, SystemTime::now());
     }
 
-    /// Watches and upgrades stream events or bytes, not one object (kube-apiserver records no
-    /// response object for them either).
+    /// Long-running responses stream events or bytes, not one object (kube-apiserver records
+    /// no response object for them either).
     fn is_streaming(&self) -> bool {
-        self.event.verb == "watch"
-            || self.event.object_ref.as_ref().is_some_and(|r| {
-                matches!(
-                    r.subresource.as_str(),
-                    "exec" | "attach" | "portforward" | "log" | "proxy"
-                )
-            })
+        self.long_running
     }
 
     fn omitted(&mut self, what: &str, why: &str) {
