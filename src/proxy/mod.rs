@@ -163,18 +163,22 @@ impl Proxy {
         let long_running = is_upgrade || request_info::is_long_running(&info);
         let in_flight = self.metrics.in_flight(long_running);
         let verb = metrics::verb_label(&info.verb);
+        // The client's address by the --trusted-proxies rule: once, for the pipeline and audit.
+        let client_ip = self
+            .identity
+            .settings
+            .trusted_proxies
+            .client_ip(peer.ip(), request.headers());
         let mut outcome = Outcome {
-            audit_facts: self.auditor.is_some().then(|| {
-                audit_facts(
-                    &request,
-                    info,
-                    peer,
-                    &self.identity.settings.trusted_proxies,
-                )
-            }),
+            audit_facts: self
+                .auditor
+                .is_some()
+                .then(|| audit_facts(&request, info, peer, client_ip)),
             ..Outcome::default()
         };
-        let mut response = self.serve(request, peer, verb, &mut outcome).await;
+        let mut response = self
+            .serve(request, peer, client_ip, verb, &mut outcome)
+            .await;
         if let Some(facts) = &outcome.audit_facts {
             if let Ok(id) = HeaderValue::from_str(&facts.audit_id) {
                 response.headers_mut().insert(AUDIT_ID, id);
@@ -227,6 +231,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        client_ip: IpAddr,
         verb: &'static str,
         outcome: &mut Outcome,
     ) -> Response<Body> {
@@ -234,14 +239,8 @@ impl Proxy {
         let context = RequestContext {
             verb,
             source: Source::from_request(peer.ip(), request.headers()),
-            uri: request
-                .uri()
-                .path_and_query()
-                .map(|pq| pq.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
-            client_ip: settings
-                .trusted_proxies
-                .client_ip(peer.ip(), request.headers()),
+            uri: path_and_query(&request),
+            client_ip,
         };
 
         // Step 1: authenticate (the issuer; then, with --token-passthrough, a TokenReview for a
@@ -583,25 +582,29 @@ impl Proxy {
     }
 }
 
+/// The request's path and query as received (`/` when it has none).
+fn path_and_query<B>(request: &Request<B>) -> String {
+    request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".into())
+}
+
 /// What every audit event of a request carries, read before authentication.
 fn audit_facts(
     request: &Request<Incoming>,
     info: RequestInfo,
     peer: SocketAddr,
-    trusted_proxies: &client_ip::TrustedProxies,
+    client_ip: IpAddr,
 ) -> RequestFacts {
-    let client_ip = trusted_proxies.client_ip(peer.ip(), request.headers());
     let mut source_ips = vec![client_ip.to_string()];
     if client_ip != peer.ip() {
         source_ips.push(peer.ip().to_string());
     }
     RequestFacts {
         audit_id: Auditor::new_audit_id(),
-        request_uri: request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
+        request_uri: path_and_query(request),
         info,
         source_ips,
         user_agent: request
