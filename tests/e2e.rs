@@ -7,7 +7,7 @@ mod e2e_support;
 
 use std::time::Instant;
 
-use e2e_support::{block_on, unique_name, TestEnv, EVENTUALLY};
+use e2e_support::{block_on, strings, unique_name, TestEnv, EVENTUALLY};
 use futures_util::stream::{self, StreamExt as _};
 use http::{header, Request, StatusCode};
 use http_body_util::Full;
@@ -35,7 +35,7 @@ fn whoami_through_the_proxy_is_the_token_identity() {
         .json();
     let user = &review["status"]["userInfo"];
     assert_eq!(user["username"], ALICE, "{review}");
-    let groups = string_list(&user["groups"]);
+    let groups = strings(&user["groups"]);
     for group in ["team-a-devs", "developers", "system:authenticated"] {
         assert!(
             groups.contains(&group.to_owned()),
@@ -51,7 +51,7 @@ fn whoami_through_the_proxy_is_the_token_identity() {
         .json();
     assert_eq!(review["status"]["userInfo"]["username"], CAROL, "{review}");
     assert_eq!(
-        string_list(&review["status"]["userInfo"]["groups"]),
+        strings(&review["status"]["userInfo"]["groups"]),
         ["system:authenticated"],
         "{review}"
     );
@@ -366,7 +366,7 @@ fn api_server_audit_log_shows_proxy_and_impersonated_user() {
     };
     assert_eq!(event["user"]["username"], "kube-oidc-proxy", "{event}");
     assert_eq!(event["impersonatedUser"]["username"], ALICE, "{event}");
-    let groups = string_list(&event["impersonatedUser"]["groups"]);
+    let groups = strings(&event["impersonatedUser"]["groups"]);
     assert!(groups.contains(&"team-a-devs".to_owned()), "{event}");
 }
 
@@ -433,17 +433,6 @@ fn proxy_identity_is_least_privilege() {
     kubectl.run(&["get", "configmaps", "-n", "team-a"]).fails_with(
         r#"configmaps is forbidden: User "kube-oidc-proxy" cannot list resource "configmaps" in API group "" in the namespace "team-a""#,
     );
-}
-
-fn string_list(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The same JWT with one signature character changed in the middle (never the last character,

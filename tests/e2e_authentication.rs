@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e_support::ci_issuer::CiIssuer;
-use e2e_support::{unique_name, Proxy, TestEnv, EVENTUALLY};
+use e2e_support::{strings, unique_name, Proxy, TestEnv, EVENTUALLY};
 use serde_json::{json, Value};
 
 const ALICE: &str = "alice@example.com";
@@ -170,17 +170,6 @@ fn whoami(proxy: &Proxy, env: &TestEnv, token: &str) -> Value {
         .success()
         .json()["status"]["userInfo"]
         .clone()
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The API server's audit event (ResponseComplete) for `verb` on the object named `name`.

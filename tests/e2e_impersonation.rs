@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use e2e_support::{block_on, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY};
+use e2e_support::{block_on, strings, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY};
 use http::{header, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -90,17 +90,6 @@ fn refused(kubectl: &e2e_support::Kubectl, extra_args: &[&str], message: &str) {
     let mut args = vec!["get", "--raw", "/api"];
     args.extend_from_slice(extra_args);
     kubectl.run(&args).fails_with(message);
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The first audit event (ResponseComplete) matching `predicate`, waited for.

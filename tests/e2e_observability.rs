@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use e2e_support::{block_on, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY};
+use e2e_support::{block_on, strings, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY};
 use http::{header, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -103,17 +103,6 @@ fn wait_for_events(log: &Path, what: &str, done: impl Fn(&[Value]) -> bool) -> V
 
 fn text<'a>(event: &'a Value, pointer: &str) -> &'a str {
     event.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `(verb, resource, subresource, name)` of an event, for finding the operations of a run.

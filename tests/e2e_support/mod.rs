@@ -42,6 +42,18 @@ pub(crate) const PROXY_BIN_VAR: &str = "KUBE_OIDC_PROXY_E2E_PROXY_BIN";
 const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for one kubectl invocation, so a hung proxy fails the test instead of CI.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(180);
+/// The strings of a JSON array (group lists, extra values); empty for anything else.
+pub(crate) fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Upper bound for waiting on something that happens asynchronously (a watch event, an audit
 /// line). Generous: a bound against hangs, not a latency assertion.
 pub(crate) const EVENTUALLY: Duration = Duration::from_secs(60);
