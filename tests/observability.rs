@@ -4,10 +4,8 @@
 
 mod support;
 
-use http::Request;
 use serde_json::json;
 use support::apiserver::FakeApiServer;
-use support::http::{body_bytes, client, empty};
 use support::issuer::TestIssuer;
 use support::pki::TestCa;
 use support::proxy::{free_port, ProxyProcess};
@@ -15,15 +13,7 @@ use support::setup::{setup, Setup};
 
 impl Setup {
     async fn status_of(&self, path: &str, token: Option<&str>) -> u16 {
-        let mut request = Request::get(format!("{}{path}", self.proxy.url));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client(&self.ca, false)
-            .request(request.body(empty()).unwrap())
-            .await
-            .unwrap();
-        body_bytes(response).await.0.status.as_u16()
+        self.get_path(path, token).await.0.status.as_u16()
     }
 
     async fn metrics(&self) -> String {

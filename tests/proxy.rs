@@ -17,20 +17,6 @@ use support::pki::TestCa;
 use support::proxy::ProxyProcess;
 use support::setup::{setup, Setup};
 
-impl Setup {
-    async fn get(&self, path: &str, token: Option<&str>) -> (http::response::Parts, Bytes) {
-        let mut request = Request::get(format!("{}{path}", self.proxy.url));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client(&self.ca, false)
-            .request(request.body(empty()).unwrap())
-            .await
-            .unwrap();
-        body_bytes(response).await
-    }
-}
-
 fn status_json(body: &[u8]) -> Value {
     serde_json::from_slice(body).expect("a Status JSON body")
 }
@@ -181,7 +167,7 @@ async fn bad_tokens_get_401_status_and_never_reach_the_api_server() {
         ),
     ];
     for (name, token) in cases {
-        let (parts, body) = s.get("/api/v1/pods", token.as_deref()).await;
+        let (parts, body) = s.get_path("/api/v1/pods", token.as_deref()).await;
         assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "{name}");
         assert_eq!(parts.headers["content-type"], "application/json", "{name}");
         let status = status_json(&body);
@@ -207,11 +193,11 @@ async fn bad_tokens_get_401_status_and_never_reach_the_api_server() {
 async fn api_server_responses_pass_through_and_redirects_are_not_followed() {
     let s = setup(&[]).await;
     let token = s.alice();
-    let (parts, body) = s.get("/forbidden", Some(&token)).await;
+    let (parts, body) = s.get_path("/forbidden", Some(&token)).await;
     assert_eq!(parts.status, StatusCode::FORBIDDEN);
     assert_eq!(status_json(&body)["message"], "pods is forbidden");
 
-    let (parts, _) = s.get("/redirect", Some(&token)).await;
+    let (parts, _) = s.get_path("/redirect", Some(&token)).await;
     assert_eq!(parts.status, StatusCode::FOUND);
     assert_eq!(parts.headers["location"], "https://127.0.0.1:1/elsewhere");
     assert_eq!(s.api.requests().len(), 2);
@@ -257,7 +243,7 @@ async fn http2_clients_are_served() {
 #[tokio::test]
 async fn large_bodies_stream_in_both_directions() {
     let s = setup(&[]).await;
-    let (parts, body) = s.get("/big", Some(&s.alice())).await;
+    let (parts, body) = s.get_path("/big", Some(&s.alice())).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(body.len(), 64 * 1024 * 1024);
 
@@ -285,7 +271,7 @@ async fn rotated_issuer_key_is_fetched_once_on_unknown_kid() {
         Some("key-2"),
         &s.issuer.claims("kube", json!({"sub": "bob"})),
     );
-    let (parts, _) = s.get("/api", Some(&token)).await;
+    let (parts, _) = s.get_path("/api", Some(&token)).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(s.api.last().headers["impersonate-user"], "bob");
     assert_eq!(s.issuer.jwks_fetches(), fetches_before + 1);
@@ -298,7 +284,7 @@ async fn rotated_issuer_key_is_fetched_once_on_unknown_kid() {
             Some(&format!("nope-{i}")),
             &s.issuer.claims("kube", json!({})),
         );
-        let (parts, _) = s.get("/api", Some(&token)).await;
+        let (parts, _) = s.get_path("/api", Some(&token)).await;
         assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
     }
     assert!(
@@ -558,7 +544,7 @@ async fn many_open_watches_do_not_starve_other_requests() {
     }
     let (parts, _) = tokio::time::timeout(
         Duration::from_secs(30),
-        s.get("/api/v1/namespaces", Some(&token)),
+        s.get_path("/api/v1/namespaces", Some(&token)),
     )
     .await
     .expect("an ordinary request was starved by open watches");

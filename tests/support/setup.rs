@@ -2,9 +2,12 @@
 //! and the proxy binary between them (groups from the `groups` claim, plus `extra` flags).
 //! Test files add their own request helpers in `impl Setup` blocks.
 
+use bytes::Bytes;
+use http::Request;
 use serde_json::json;
 
 use super::apiserver::FakeApiServer;
+use super::http::{body_bytes, client, empty};
 use super::issuer::TestIssuer;
 use super::pki::TestCa;
 use super::proxy::ProxyProcess;
@@ -32,6 +35,23 @@ pub async fn setup(extra: &[&str]) -> Setup {
 }
 
 impl Setup {
+    /// `GET path` through the proxy, with a bearer token when given; the answer read whole.
+    pub async fn get_path(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> (http::response::Parts, Bytes) {
+        let mut request = Request::get(format!("{}{path}", self.proxy.url));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client(&self.ca, false)
+            .request(request.body(empty()).unwrap())
+            .await
+            .unwrap();
+        body_bytes(response).await
+    }
+
     /// A token for alice, in groups dev and ops.
     pub fn alice(&self) -> String {
         self.issuer.token(
