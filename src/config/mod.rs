@@ -544,6 +544,8 @@ mod tests {
             "--oidc-required-claim=novalue",
             "--log-format=xml",
             "--readiness-probe-port=6443",
+            "--readiness-upstream=sometimes",
+            "--audit-log-path=/tmp/audit.log",
         ]);
         let errors = Config::from_flags(&flags).unwrap_err().0;
         let joined = errors.join("\n");
@@ -557,6 +559,8 @@ mod tests {
             "--oidc-required-claim",
             "--log-format",
             "--readiness-probe-port: must differ",
+            "--readiness-upstream: \"sometimes\" is not one of \"required\", \"reported\"",
+            "--audit-log-path: requires --audit-policy-file",
         ] {
             assert!(
                 joined.contains(expected),
