@@ -199,6 +199,26 @@ fn schema_rejects_unknown_keys() {
     assert!(!out.status.success(), "an unknown enum value was accepted");
 }
 
+/// The ServiceMonitor is rendered only where its API is served (a cluster without the Prometheus
+/// Operator would refuse the whole release otherwise).
+#[test]
+fn service_monitor_only_when_its_api_exists() {
+    let chart = chart_dir();
+    let full = chart.join("ci/full-values.yaml");
+    let kinds = |api_versions: &[&str]| -> Vec<Value> {
+        let mut args = vec!["template", RELEASE, path_str(&chart)];
+        args.extend_from_slice(&["-f", path_str(&full)]);
+        args.extend_from_slice(api_versions);
+        documents(&ok(Command::new(helm()).args(&args)))
+            .into_iter()
+            .map(|d| d["kind"].clone())
+            .collect()
+    };
+    let monitor = json!("ServiceMonitor");
+    assert!(!kinds(&[]).contains(&monitor), "rendered without the API");
+    assert!(kinds(&["--api-versions", SERVICE_MONITOR_API]).contains(&monitor));
+}
+
 /// Compares `actual` with the committed file, or rewrites it with `UPDATE_SNAPSHOTS=1`.
 #[track_caller]
 fn assert_snapshot(file: &Path, actual: &str) {
@@ -496,13 +516,20 @@ fn authentication_config(env: &TestEnv, ci: &CiIssuer) -> Value {
     })
 }
 
-/// A scenario's check: `Err` says what went wrong.
-type Check = Box<dyn Fn(&e2e_support::Proxy, &TestEnv) -> Result<(), String>>;
+/// A check of the userInfo `kubectl auth whoami` reports; `Err` says what is wrong.
+type Check = Box<dyn Fn(&Value) -> Result<(), String>>;
 
-/// One named thing a user does through the proxy.
+/// One named thing a user or pipeline does through the proxy: `kubectl auth whoami` with a
+/// kubeconfig `user` entry (token, and `as`, `as-groups`, `as-uid`, `as-user-extra`).
 struct Scenario {
     name: &'static str,
-    run: Check,
+    user: Value,
+    check: Check,
+}
+
+/// Whether a JSON string array contains `value`.
+fn has(list: &Value, value: &str) -> bool {
+    strings(list).iter().any(|v| v == value)
 }
 
 /// `kubectl auth whoami` through the proxy with a kubeconfig `user`; the userInfo, or the error.
@@ -657,7 +684,7 @@ fn chart_rbac_is_needed_and_sufficient() {
         &list(vec![alice_role, alice_binding, passthrough_sa]).to_string(),
     )
     .success();
-    let alice_token = env.id_token(ALICE);
+    let alice = env.id_token(ALICE);
     let ci_token = ci.github_token("chart-proof", "acme", "shop", "refs/heads/main");
     let sa_token = env
         .admin_kubectl()
@@ -666,140 +693,87 @@ fn chart_rbac_is_needed_and_sufficient() {
         .stdout
         .trim()
         .to_owned();
-
-    let alice = move |extra: Value| {
-        let mut user = json!({"token": alice_token.clone()});
-        for (k, v) in extra.as_object().unwrap() {
-            user[k] = v.clone();
-        }
-        user
-    };
-    let alice = std::rc::Rc::new(alice);
     let robot = format!("system:serviceaccount:{ns}:robot");
     let pipeline = format!("system:serviceaccount:{ns}:pipeline");
-    let a = alice.clone();
-    let (t1, t2, t3, t4) = (target.clone(), target.clone(), target.clone(), target);
-    let scenarios: Vec<Scenario> = vec![
+    let (target_for_check, group_for_check, uid_for_check) =
+        (target.clone(), group.clone(), uid.clone());
+    let robot_for_check = robot.clone();
+    let scenarios = [
         Scenario {
             name: "a Dex user with groups, uid and extras (tenant, scopes, remote-client-ip)",
-            run: Box::new(move |p, env| {
-                let u = whoami(p, env, a(json!({})))?;
-                expect(u["username"] == ALICE, "username", &u)?;
-                expect(
-                    strings(&u["groups"]).contains(&"team-a-devs".to_owned()),
-                    "groups",
-                    &u,
-                )?;
-                expect(u["uid"].is_string(), "uid", &u)?;
-                expect(
-                    strings(&u["extra"][TENANT_EXTRA]) == ["acme"],
-                    "tenant extra",
-                    &u,
-                )?;
-                expect(
-                    strings(&u["extra"]["scopes"]) == ["view"],
-                    "scopes extra",
-                    &u,
-                )?;
+            user: json!({"token": alice}),
+            check: Box::new(|u| {
+                expect(u["username"] == ALICE, "username", u)?;
+                expect(has(&u["groups"], "team-a-devs"), "groups", u)?;
+                expect(u["uid"].is_string(), "uid", u)?;
+                expect(has(&u["extra"][TENANT_EXTRA], "acme"), "tenant extra", u)?;
+                expect(has(&u["extra"]["scopes"], "view"), "scopes extra", u)?;
                 expect(
                     !strings(&u["extra"]["remote-client-ip"]).is_empty(),
                     "client IP",
-                    &u,
+                    u,
                 )
             }),
         },
         Scenario {
             name: "a CI token with a jti (credential-id extra)",
-            run: Box::new(move |p, env| {
-                let u = whoami(p, env, json!({"token": ci_token.clone()}))?;
-                expect(
-                    u["username"] == "ci:repo:acme/shop:ref:refs/heads/main",
-                    "username",
-                    &u,
-                )?;
-                expect(
-                    !strings(&u["extra"]["authentication.kubernetes.io/credential-id"]).is_empty(),
-                    "credential-id extra",
-                    &u,
-                )
+            user: json!({"token": ci_token}),
+            check: Box::new(|u| {
+                let name = "ci:repo:acme/shop:ref:refs/heads/main";
+                expect(u["username"] == name, "username", u)?;
+                let credential_id = &u["extra"]["authentication.kubernetes.io/credential-id"];
+                expect(!strings(credential_id).is_empty(), "credential-id extra", u)
             }),
         },
-        {
-            let a = alice.clone();
-            Scenario {
-                name: "kubectl --as a user (originaluser.jetstack.io-* extras)",
-                run: Box::new(move |p, env| {
-                    let u = whoami(p, env, a(json!({"as": t1.clone()})))?;
-                    expect(u["username"] == t1.as_str(), "username", &u)?;
-                    for key in ["user", "groups", "uid", "extra"] {
-                        let key = format!("originaluser.jetstack.io-{key}");
-                        expect(!strings(&u["extra"][&key]).is_empty(), &key, &u)?;
-                    }
-                    Ok(())
-                }),
-            }
+        Scenario {
+            name: "kubectl --as a user (originaluser.jetstack.io-* extras)",
+            user: json!({"token": alice, "as": target}),
+            check: Box::new(move |u| {
+                expect(u["username"] == target_for_check.as_str(), "username", u)?;
+                for key in ["user", "groups", "uid", "extra"] {
+                    let key = format!("originaluser.jetstack.io-{key}");
+                    expect(!strings(&u["extra"][&key]).is_empty(), &key, u)?;
+                }
+                Ok(())
+            }),
         },
-        {
-            let a = alice.clone();
-            Scenario {
-                name: "kubectl --as --as-group",
-                run: Box::new(move |p, env| {
-                    let u = whoami(p, env, a(json!({"as": t2.clone(), "as-groups": [group]})))?;
-                    expect(strings(&u["groups"]).contains(&group), "groups", &u)
-                }),
-            }
+        Scenario {
+            name: "kubectl --as --as-group",
+            user: json!({"token": alice, "as": target, "as-groups": [group]}),
+            check: Box::new(move |u| expect(has(&u["groups"], &group_for_check), "groups", u)),
         },
-        {
-            let a = alice.clone();
-            Scenario {
-                name: "kubectl --as a ServiceAccount",
-                run: Box::new(move |p, env| {
-                    let u = whoami(p, env, a(json!({"as": robot.clone()})))?;
-                    expect(u["username"] == robot.as_str(), "username", &u)
-                }),
-            }
+        Scenario {
+            name: "kubectl --as a ServiceAccount",
+            user: json!({"token": alice, "as": robot}),
+            check: Box::new(move |u| {
+                expect(u["username"] == robot_for_check.as_str(), "username", u)
+            }),
         },
-        {
-            let a = alice.clone();
-            Scenario {
-                name: "kubectl --as --as-uid",
-                run: Box::new(move |p, env| {
-                    let u = whoami(p, env, a(json!({"as": t3.clone(), "as-uid": uid})))?;
-                    expect(u["uid"] == uid.as_str(), "uid", &u)
-                }),
-            }
+        Scenario {
+            name: "kubectl --as --as-uid",
+            user: json!({"token": alice, "as": target, "as-uid": uid}),
+            check: Box::new(move |u| expect(u["uid"] == uid_for_check.as_str(), "uid", u)),
         },
-        {
-            let a = alice;
-            Scenario {
-                name: "kubectl --as with as-user-extra",
-                run: Box::new(move |p, env| {
-                    let user =
-                        a(json!({"as": t4.clone(), "as-user-extra": {TEAM_EXTRA: ["blue"]}}));
-                    let u = whoami(p, env, user)?;
-                    expect(
-                        strings(&u["extra"][TEAM_EXTRA]) == ["blue"],
-                        "team extra",
-                        &u,
-                    )
-                }),
-            }
+        Scenario {
+            name: "kubectl --as with as-user-extra",
+            user: json!({"token": alice, "as": target, "as-user-extra": {TEAM_EXTRA: ["blue"]}}),
+            check: Box::new(|u| expect(has(&u["extra"][TEAM_EXTRA], "blue"), "team extra", u)),
         },
         Scenario {
             name: "a ServiceAccount token through --token-passthrough",
-            run: Box::new(move |p, env| {
-                let u = whoami(p, env, json!({"token": sa_token.clone()}))?;
-                expect(u["username"] == pipeline.as_str(), "username", &u)
-            }),
+            user: json!({"token": sa_token}),
+            check: Box::new(move |u| expect(u["username"] == pipeline.as_str(), "username", u)),
         },
     ];
-
     // Runs every scenario against a fresh proxy (no cached review decisions); the failures.
     let run_all = || -> Vec<(&'static str, String)> {
         let proxy = env.start_proxy_with_args(&kubeconfig, &args);
         scenarios
             .iter()
-            .filter_map(|s| (s.run)(&proxy, &env).err().map(|e| (s.name, e)))
+            .filter_map(|s| {
+                let outcome = whoami(&proxy, &env, s.user.clone()).and_then(|u| (s.check)(&u));
+                outcome.err().map(|e| (s.name, e))
+            })
             .collect()
     };
 
