@@ -5,7 +5,8 @@
 //!   and the schema refusing unknown keys;
 //! - snapshots of the default and the full-featured rendering, and `deploy/yaml/` equal to a
 //!   rendering (`UPDATE_SNAPSHOTS=1 cargo test --test chart` rewrites all three);
-//! - every flag of `kube-oidc-proxy --help` reachable from values;
+//! - every flag of `kube-oidc-proxy --help` reachable from values, and every rendering's flags
+//!   and files accepted by `kube-oidc-proxy --validate-config`;
 //! - `deploy/rbac/clusterrole.yaml` (used by `scripts/cluster`) equal to the chart's rules;
 //! - on the real test cluster: every rendering accepted by a server-side dry run, the pod spec
 //!   admitted by Pod Security "restricted", and the chart's RBAC proved needed and sufficient by
@@ -331,6 +332,99 @@ fn every_proxy_flag_is_reachable_from_values() {
         "flags no ci/*-values.yaml rendering sets (add a value, or a reason to \
          FLAGS_WITHOUT_VALUES): {missing:?}"
     );
+}
+
+/// A self-signed certificate and its key (PEM), for files the proxy reads and checks.
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A kubeconfig with the context, cluster and user names `ci/oidc-values.yaml` selects.
+fn kubeconfig_json(server: &str) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "remote",
+        "clusters": [{"name": "remote", "cluster": {"server": server}}],
+        "users": [{"name": "proxy", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "remote", "context": {"cluster": "remote", "user": "proxy"}}],
+    })
+    .to_string()
+}
+
+/// Every rendering is a configuration the proxy itself accepts: the Deployment's args, with the
+/// files its volumes would provide (the ConfigMap's keys; certificates, keys and kubeconfigs
+/// standing in for the Secrets) under a temporary root, pass `kube-oidc-proxy --validate-config`.
+/// In-cluster configuration is replaced by a kubeconfig (the test is not in a pod).
+#[test]
+fn every_rendering_is_a_valid_proxy_configuration() {
+    let mut cases = ci_values();
+    cases.push(repo().join("deploy/yaml/values.yaml"));
+    for file in cases {
+        let docs = documents(&render(&["-f", path_str(&file)]));
+        let root = TempDir::new().expect("temp root");
+        let etc = root.path().join("etc/kube-oidc-proxy");
+        let write = |relative: &str, contents: &str| {
+            let path = etc.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).expect("mkdir");
+            std::fs::write(path, contents).expect("write");
+        };
+        for dir in ["tls", "sni/0", "sni/1", "upstream"] {
+            let (cert, key) = self_signed();
+            write(&format!("{dir}/tls.crt"), &cert);
+            write(&format!("{dir}/tls.key"), &key);
+            write(&format!("{dir}/ca.crt"), &cert);
+        }
+        write(
+            "upstream/kubeconfig",
+            &kubeconfig_json("https://remote.example.com"),
+        );
+        write(
+            "audit-webhook/kubeconfig",
+            &kubeconfig_json("https://audit.example.com/events"),
+        );
+        std::fs::create_dir_all(root.path().join("var/log/kube-oidc-proxy")).expect("mkdir");
+        if let Some(config_map) = docs.iter().find(|d| d["kind"] == "ConfigMap") {
+            for (key, value) in config_map["data"].as_object().expect("data") {
+                write(&format!("config/{key}"), value.as_str().expect("string"));
+            }
+        }
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let root_str = path_str(root.path());
+        let mut args: Vec<String> =
+            strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+                .into_iter()
+                .map(|a| {
+                    a.replace(
+                        "/etc/kube-oidc-proxy/",
+                        &format!("{root_str}/etc/kube-oidc-proxy/"),
+                    )
+                    .replace(
+                        "/var/log/kube-oidc-proxy/",
+                        &format!("{root_str}/var/log/kube-oidc-proxy/"),
+                    )
+                })
+                .collect();
+        if !args.iter().any(|a| a.starts_with("--kubeconfig=")) {
+            args.push(format!(
+                "--kubeconfig={}",
+                etc.join("upstream/kubeconfig").display()
+            ));
+        }
+        let out = run(Command::new(env!("CARGO_BIN_EXE_kube-oidc-proxy"))
+            .arg("--validate-config")
+            .args(&args));
+        assert!(
+            out.status.success(),
+            "{}: the proxy refuses the rendered flags {args:?}:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A ClusterRole's rules as comparable (apiGroup, resource, resourceNames, verbs) tuples, one per
