@@ -269,6 +269,16 @@ impl TestEnv {
         Proxy::start(self, &self.proxy_upstream_kubeconfig, authentication, &[])
     }
 
+    /// Starts the built proxy with `args` as its only flags besides the harness's own (ports,
+    /// serving certificate, `--kubeconfig`), reaching the API server as `upstream_kubeconfig`.
+    pub(crate) fn start_proxy_with_args(
+        &self,
+        upstream_kubeconfig: &Path,
+        args: &[String],
+    ) -> Proxy {
+        Proxy::start(self, upstream_kubeconfig, args, &[])
+    }
+
     /// The Go kube-oidc-proxy flags of a deployment in front of Dex.
     fn dex_oidc_flags(&self) -> Vec<String> {
         vec![
