@@ -269,6 +269,16 @@ impl TestEnv {
         Proxy::start(self, &self.proxy_upstream_kubeconfig, authentication, &[])
     }
 
+    /// As [`TestEnv::start_proxy_with_authentication`], reaching the API server with the
+    /// identity of `upstream_kubeconfig`.
+    pub(crate) fn start_proxy_with_authentication_as(
+        &self,
+        upstream_kubeconfig: &Path,
+        authentication: &[String],
+    ) -> Proxy {
+        Proxy::start(self, upstream_kubeconfig, authentication, &[])
+    }
+
     /// The Go kube-oidc-proxy flags of a deployment in front of Dex.
     fn dex_oidc_flags(&self) -> Vec<String> {
         vec![
@@ -462,6 +472,17 @@ impl Proxy {
     /// kubeconfig (server = the proxy, CA = the test CA).
     pub(crate) fn kubectl_with_token(&self, env: &TestEnv, token: &str) -> Kubectl {
         self.kubectl_with_user(env, serde_json::json!({ "token": token }))
+    }
+
+    /// kubectl with a kubeconfig of the caller's own (e.g. one that runs a credential plugin);
+    /// failures show this proxy's logs.
+    pub(crate) fn kubectl_with_kubeconfig(&self, env: &TestEnv, kubeconfig: &Path) -> Kubectl {
+        Kubectl::new(
+            env,
+            kubeconfig.to_path_buf(),
+            None,
+            vec![self.stdout.clone(), self.stderr.clone()],
+        )
     }
 
     /// The proxy's access log (stdout) so far.
