@@ -7,8 +7,9 @@
 //! AuthenticationConfiguration (only the issuer URL, audience and CA swapped for the harness's)
 //! and as a ServiceAccount holding only the guide's narrowed ClusterRole; the pipeline's
 //! kubeconfig is written by `kube-oidc-proxy kubeconfig` and runs `kube-oidc-proxy credential
-//! github-actions`. A kubectl loop and a `helm upgrade --install --wait` run across several
-//! token lifetimes without a single authentication failure, while the plugin's cache keeps the
+//! github-actions`. A kubectl loop, a long-lived `kubectl proxy` and a
+//! `helm upgrade --install --wait` run across several token lifetimes without a single
+//! authentication failure, while the plugin's cache keeps the
 //! token requests well below the kubectl runs. Another repository ID and another branch are
 //! refused. Run with `scripts/test` (see `tests/e2e_support`).
 
@@ -20,7 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use e2e_support::ci_issuer::{github_claims, CiIssuer, RunnerJob};
-use e2e_support::{strings, unique_name, Kubectl, Proxy, TestEnv, EVENTUALLY};
+use e2e_support::{http_get_status, strings, unique_name, Kubectl, Proxy, TestEnv, EVENTUALLY};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -322,10 +323,44 @@ fn a_deploy_outlives_several_tokens_without_a_refusal() {
         .stderr(std::fs::File::create(&helm_log).expect("helm log"));
     let mut helm = helm.spawn().expect("start helm");
 
+    // One long-lived client-go process too: `kubectl proxy` keeps its credential until the
+    // ExecCredential's expirationTimestamp says otherwise (helm happens to re-run the plugin
+    // more often), so this is what fails if the plugin's expiry is wrong.
+    let mut kubectl_proxy = kubectl
+        .command(&["proxy", "--port=0", "--address=127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl proxy");
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(kubectl_proxy.stdout.take().expect("stdout")),
+        &mut banner,
+    )
+    .expect("kubectl proxy's banner");
+    // "Starting to serve on 127.0.0.1:PORT"
+    let local_port: u16 = banner
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {banner:?}"));
+
     let started = Instant::now();
     let mut kubectl_runs = 1;
     let mut first_configmap = None;
     while started.elapsed() < 3 * LIFETIME + Duration::from_secs(5) {
+        let path = format!("/api/v1/namespaces/{NS}/configmaps");
+        let status = http_get_status(local_port, &path);
+        assert_eq!(
+            status,
+            Some(200),
+            "kubectl proxy, {:?} in
+{}",
+            started.elapsed(),
+            setup.proxy.logs()
+        );
         let name = unique_name("loop");
         kubectl
             .run(&[
@@ -387,6 +422,8 @@ fn a_deploy_outlives_several_tokens_without_a_refusal() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let helm_took = started.elapsed();
+    let _ = kubectl_proxy.kill();
+    let _ = kubectl_proxy.wait();
     assert!(
         status.success(),
         "helm failed ({status})\n{}\n{}",

@@ -535,7 +535,7 @@ fn flag_path(flag: &str, path: &Path) -> String {
 }
 
 /// Status code of a plain-HTTP `GET` on 127.0.0.1, or `None` if nothing answers (yet).
-fn http_get_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
