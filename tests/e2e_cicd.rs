@@ -248,27 +248,11 @@ fn chart(dir: &Path) -> PathBuf {
 
 /// The API server's audit event (ResponseComplete) for `verb` on `resource` named `name`.
 fn audit_event(env: &TestEnv, verb: &str, resource: &str, name: &str) -> Value {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let log = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
-        let found = log
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|e| {
-                e["objectRef"]["name"] == name
-                    && e["objectRef"]["resource"] == resource
-                    && e["verb"] == verb
-                    && e["stage"] == "ResponseComplete"
-            });
-        if let Some(event) = found {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audit event for {verb} {resource}/{name}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    e2e_support::audit_event(env, &format!("{verb} {resource}/{name}"), |e| {
+        e["objectRef"]["name"] == name
+            && e["objectRef"]["resource"] == resource
+            && e["verb"] == verb
+    })
 }
 
 /// The guide's pipeline deploys with kubectl and helm for more than three token lifetimes:
@@ -492,15 +476,7 @@ fn another_repository_or_branch_is_refused() {
             .run(&["get", "configmaps", "-n", NS])
             .fails_with("error: You must be logged in to the server");
         assert!(job.tokens_issued() >= 1, "{what}: the plugin never asked");
-        let deadline = Instant::now() + EVENTUALLY;
-        while !setup.proxy.stderr().contains(rule) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {rule:?} never logged\n{}",
-                setup.proxy.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        setup.proxy.wait_for_log(rule);
     }
 
     // No ACTIONS_ID_TOKEN_REQUEST_* (the permission is missing): kubectl shows the plugin's

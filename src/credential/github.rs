@@ -18,6 +18,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::token::Token;
+use crate::authn::issuer::error_chain;
 
 pub(crate) const REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
 pub(crate) const REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
@@ -253,17 +254,6 @@ fn client() -> HttpsClient {
         .enable_http1()
         .build();
     Client::builder(TokioExecutor::new()).build(connector)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

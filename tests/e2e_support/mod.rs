@@ -459,6 +459,20 @@ impl Proxy {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Waits (bounded by [`EVENTUALLY`]) until the proxy's diagnostic log contains `text`.
+    #[track_caller]
+    pub(crate) fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + EVENTUALLY;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never logged\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The proxy's output so far (the last lines), for failure messages.
     pub(crate) fn logs(&self) -> String {
         format!(
@@ -750,6 +764,24 @@ impl KubectlOutput {
     pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
+    }
+}
+
+/// The first event (stage ResponseComplete) in the API server's audit log that matches
+/// `predicate`, waited for (bounded by [`EVENTUALLY`]); `what` names it in the failure.
+pub(crate) fn audit_event(env: &TestEnv, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let log = fs::read_to_string(&env.audit_log).unwrap_or_default();
+        if let Some(event) = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|e| e["stage"] == "ResponseComplete" && predicate(e))
+        {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "no audit event for {what}");
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
