@@ -218,8 +218,13 @@ impl Pipeline {
     }
 
     fn kubectl(&self, setup: &Setup, env: &TestEnv) -> Kubectl {
+        self.kubectl_with(setup, env, &self.kubeconfig)
+    }
+
+    /// kubectl in this job's environment with another kubeconfig.
+    fn kubectl_with(&self, setup: &Setup, env: &TestEnv, kubeconfig: &Path) -> Kubectl {
         self.env.iter().fold(
-            setup.proxy.kubectl_with_kubeconfig(env, &self.kubeconfig),
+            setup.proxy.kubectl_with_kubeconfig(env, kubeconfig),
             |kubectl, (name, value)| kubectl.with_env(name, value),
         )
     }
@@ -281,6 +286,22 @@ fn a_deploy_outlives_several_tokens_without_a_refusal() {
         ["acme/shop"],
         "{me}"
     );
+
+    // kubectl's other supported exec version: it sends v1beta1 in KUBERNETES_EXEC_INFO, and
+    // must accept the plugin's v1beta1 answer.
+    let text = std::fs::read_to_string(&pipeline.kubeconfig).expect("the kubeconfig");
+    let mut v1beta1: Value = serde_saphyr::from_str(&text).expect("the kubeconfig's YAML");
+    let exec = &mut v1beta1["users"][0]["user"]["exec"];
+    assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1");
+    exec["apiVersion"] = json!("client.authentication.k8s.io/v1beta1");
+    let v1beta1_path = setup.dir.path().join("v1beta1.kubeconfig");
+    std::fs::write(&v1beta1_path, v1beta1.to_string()).expect("write the v1beta1 kubeconfig");
+    let me = pipeline
+        .kubectl_with(&setup, &env, &v1beta1_path)
+        .run(&["auth", "whoami", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(me["status"]["userInfo"]["username"], PIPELINE, "{me}");
 
     // helm, waiting for a claim nobody binds yet, while a kubectl loop runs beside it.
     let helm_bin = env
