@@ -21,6 +21,7 @@ use crate::credential::{CommonOptions, Provider};
 #[derive(Debug, Parser)]
 #[command(
     name = "kube-oidc-proxy kubeconfig",
+    bin_name = "kube-oidc-proxy kubeconfig",
     about = "Writes a kubeconfig that reaches the cluster through the proxy with a CI/CD OIDC \
              token from `kube-oidc-proxy credential`",
     after_help = "Example: kube-oidc-proxy kubeconfig --server https://kube.example.com \
@@ -65,8 +66,8 @@ pub fn kubeconfig(args: &KubeconfigArgs, plugin_command: &str) -> Result<Value, 
     let mut cluster = json!({ "server": args.server });
     if let Some(ca) = &args.certificate_authority {
         if args.ca_by_path {
-            let absolute = std::path::absolute(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            cluster["certificate-authority"] = json!(absolute);
+            cluster["certificate-authority"] =
+                json!(std::path::absolute(ca).map_err(|e| format!("{}: {e}", ca.display()))?);
         } else {
             let pem =
                 std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
@@ -80,9 +81,22 @@ pub fn kubeconfig(args: &KubeconfigArgs, plugin_command: &str) -> Result<Value, 
     if let Some(name) = &args.tls_server_name {
         cluster["tls-server-name"] = json!(name);
     }
+    // kubectl runs the plugin in its own working directory: relative paths would break.
+    let absolute =
+        |path: &PathBuf| std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut options = args.options.clone();
+    if let Some(dir) = &options.cache_dir {
+        options.cache_dir = Some(absolute(dir)?);
+    }
+    let provider = match &args.provider {
+        Provider::File { path } => Provider::File {
+            path: absolute(path)?,
+        },
+        other => other.clone(),
+    };
     let mut exec_args = vec!["credential".to_owned()];
-    exec_args.extend(args.options.to_args());
-    exec_args.extend(args.provider.to_args());
+    exec_args.extend(options.to_args());
+    exec_args.extend(provider.to_args());
     let mut context = json!({ "cluster": args.name, "user": args.name });
     if let Some(ns) = &args.namespace {
         context["namespace"] = json!(ns);
@@ -222,6 +236,27 @@ mod tests {
         assert_eq!(
             config["clusters"][0]["cluster"]["certificate-authority"],
             ca.to_str().unwrap()
+        );
+
+        // Relative paths are made absolute: kubectl runs the plugin in its own directory.
+        let relative = parse(&[
+            "--server=https://k",
+            "--cache-dir=c",
+            "file",
+            "--path=token",
+        ]);
+        let config = kubeconfig(&relative, "kube-oidc-proxy").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            config["users"][0]["user"]["exec"]["args"],
+            json!([
+                "credential",
+                "--cache-dir",
+                cwd.join("c"),
+                "file",
+                "--path",
+                cwd.join("token")
+            ])
         );
     }
 

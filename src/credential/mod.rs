@@ -34,6 +34,7 @@ const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Parser)]
 #[command(
     name = "kube-oidc-proxy credential",
+    bin_name = "kube-oidc-proxy credential",
     about = "kubectl credential plugin: prints an ExecCredential with a CI/CD OIDC token",
     long_about = "kubectl credential plugin (users[].user.exec in a kubeconfig; see \
                   `kube-oidc-proxy kubeconfig`): prints an ExecCredential with a CI/CD OIDC \
