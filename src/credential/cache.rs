@@ -23,6 +23,11 @@ const GROUP_OR_OTHER: u32 = 0o077;
 /// The largest cache file read; anything bigger is not ours.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
+/// Entries untouched for this long are removed when another is written: every job writes its
+/// own (the key names the job), and on a long-lived runner they would pile up. No CI token
+/// lives this long (GitHub's request token, about 6 h, bounds a job's minting).
+const PRUNE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A usable cache directory.
 #[derive(Debug)]
 pub(crate) struct Cache {
@@ -145,7 +150,31 @@ impl Cache {
             file.persist(&path).map_err(|e| e.error)?;
             Ok(())
         };
-        write().map_err(|e| format!("cannot write cache file {}: {e}", path.display()))
+        write().map_err(|e| format!("cannot write cache file {}: {e}", path.display()))?;
+        self.prune(SystemTime::now());
+        Ok(())
+    }
+
+    /// Removes this cache's entries (`<sha256 hex>.json`) last written before `now` minus
+    /// [`PRUNE_AFTER`]; best effort.
+    fn prune(&self, now: SystemTime) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let ours = name.to_str().is_some_and(|n| {
+                n.strip_suffix(".json")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified + PRUNE_AFTER < now);
+            if ours && old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -228,6 +257,20 @@ mod tests {
         assert!(cache.get(&["k"], at(1100), MARGIN).unwrap().is_none());
         cache.put(&["k"], &token(1000, 1300)).unwrap();
         assert!(cache.get(&["k"], at(1100), MARGIN).unwrap().is_some());
+    }
+
+    #[test]
+    fn old_entries_are_pruned_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        cache.put(&["old"], &token(1000, 1300)).unwrap();
+        let other = dir.path().join("c/notes.txt");
+        fs::write(&other, "kept").unwrap();
+        cache.prune(SystemTime::now() + PRUNE_AFTER / 2);
+        assert!(cache.path(&["old"]).exists());
+        cache.prune(SystemTime::now() + PRUNE_AFTER * 2);
+        assert!(!cache.path(&["old"]).exists());
+        assert!(other.exists());
     }
 
     #[test]
