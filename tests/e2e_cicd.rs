@@ -11,7 +11,9 @@
 //! `helm upgrade --install --wait` run across several token lifetimes without a single
 //! authentication failure, while the plugin's cache keeps the
 //! token requests well below the kubectl runs. Another repository ID and another branch are
-//! refused. Run with `scripts/test` (see `tests/e2e_support`).
+//! refused. The GitLab guide likewise: the job's `id_tokens:` variable through
+//! `credential gitlab`, and an expired one refused by the plugin with GitLab's reason. Run with
+//! `scripts/test` (see `tests/e2e_support`).
 
 mod e2e_support;
 
@@ -20,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use e2e_support::ci_issuer::{github_claims, CiIssuer, RunnerJob};
+use e2e_support::ci_issuer::{github_claims, gitlab_claims, CiIssuer, RunnerJob};
 use e2e_support::{http_get_status, strings, unique_name, Kubectl, Proxy, TestEnv, EVENTUALLY};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -36,10 +38,28 @@ const PROXY_USER: &str = "system:serviceaccount:kube-oidc-proxy:kube-oidc-proxy"
 /// The guide's namespace.
 const NS: &str = "shop";
 
-/// The ```yaml blocks of the guide that contain `needle`.
-fn guide_blocks(needle: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci-cd/github-actions.md");
-    let text = std::fs::read_to_string(&path).expect("the GitHub Actions guide");
+/// One of the guides in docs/ci-cd, and the issuer URL its configuration names.
+struct Guide {
+    file: &'static str,
+    issuer_url: &'static str,
+}
+
+const GITHUB: Guide = Guide {
+    file: "github-actions.md",
+    issuer_url: "https://token.actions.githubusercontent.com",
+};
+
+const GITLAB: Guide = Guide {
+    file: "gitlab-ci.md",
+    issuer_url: "https://gitlab.com",
+};
+
+/// The ```yaml blocks of `guide` that contain `needle`.
+fn guide_blocks(guide: &Guide, needle: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/ci-cd")
+        .join(guide.file);
+    let text = std::fs::read_to_string(&path).expect("the guide");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -67,21 +87,23 @@ fn guide_blocks(needle: &str) -> Vec<String> {
 }
 
 /// The guide's AuthenticationConfiguration for the harness's issuer (JSON is YAML).
-fn authentication_config(issuer: &CiIssuer) -> String {
-    let [block] = guide_blocks("kind: AuthenticationConfiguration")
+fn authentication_config(guide: &Guide, issuer: &CiIssuer) -> String {
+    let [block] = guide_blocks(guide, "kind: AuthenticationConfiguration")
         .try_into()
         .expect("one AuthenticationConfiguration in the guide");
     let mut config: Value = serde_saphyr::from_str(&block).expect("the guide's YAML");
     let entry = &mut config["jwt"][0]["issuer"];
-    assert_eq!(entry["url"], "https://token.actions.githubusercontent.com");
+    assert_eq!(entry["url"], guide.issuer_url);
     entry["url"] = json!(issuer.url);
     entry["audiences"] = json!([AUDIENCE]);
     entry["certificateAuthority"] = json!(issuer.ca_pem);
     config.to_string()
 }
 
-/// Once per test process: the guide's RBAC (namespace, Role, RoleBinding, the proxy's narrowed
-/// ClusterRole and its binding) and the proxy's ServiceAccount.
+/// Once per test process: the guides' RBAC (namespace, Role, RoleBindings, the proxy's
+/// narrowed ClusterRoles and their bindings) and the proxy's ServiceAccount. The GitLab guide's
+/// ClusterRole has the GitHub one's name (a reader deploys one of them); here it is renamed and
+/// bound like the GitHub one, so that the proxy's account holds both and nothing else.
 fn apply_guide_rbac(env: &TestEnv) {
     static APPLIED: OnceLock<()> = OnceLock::new();
     APPLIED.get_or_init(|| {
@@ -97,7 +119,23 @@ fn apply_guide_rbac(env: &TestEnv) {
         env.admin_kubectl()
             .run_with_stdin(&["apply", "-f", "-"], account.to_string().as_bytes())
             .success();
-        for block in guide_blocks("rbac.authorization.k8s.io/v1") {
+        let gitlab_blocks = guide_blocks(&GITLAB, "rbac.authorization.k8s.io/v1")
+            .into_iter()
+            .map(|block| block.replace("kube-oidc-proxy-pipelines", "kube-oidc-proxy-gitlab"));
+        let gitlab_binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kube-oidc-proxy-gitlab"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "kube-oidc-proxy-gitlab"},
+            "subjects": [{"kind": "ServiceAccount", "name": "kube-oidc-proxy",
+                          "namespace": "kube-oidc-proxy"}],
+        });
+        for block in guide_blocks(&GITHUB, "rbac.authorization.k8s.io/v1")
+            .into_iter()
+            .chain(gitlab_blocks)
+            .chain([gitlab_binding.to_string()])
+        {
             env.admin_kubectl()
                 .run_with_stdin(&["apply", "-f", "-"], block.as_bytes())
                 .success();
@@ -134,7 +172,7 @@ fn proxy_identity(env: &TestEnv, dir: &Path) -> PathBuf {
     path
 }
 
-/// The proxy as the guide deploys it, in front of the harness's GitHub-like issuer.
+/// The proxy as the guide deploys it, in front of the harness's issuer.
 struct Setup {
     issuer: CiIssuer,
     proxy: Proxy,
@@ -143,12 +181,13 @@ struct Setup {
     dir: TempDir,
 }
 
-fn setup(env: &TestEnv) -> Setup {
+fn setup(env: &TestEnv, guide: &Guide) -> Setup {
     apply_guide_rbac(env);
     let issuer = CiIssuer::start();
     let dir = TempDir::new().expect("temp dir");
     let config = dir.path().join("authentication.yaml");
-    std::fs::write(&config, authentication_config(&issuer)).expect("write the configuration");
+    std::fs::write(&config, authentication_config(guide, &issuer))
+        .expect("write the configuration");
     let issuer_ca = dir.path().join("issuer-ca.crt");
     std::fs::write(&issuer_ca, &issuer.ca_pem).expect("write the issuer CA");
     let upstream = proxy_identity(env, dir.path());
@@ -172,28 +211,9 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(setup: &Setup, env: &TestEnv, job: Option<&RunnerJob>) -> Pipeline {
-        let dir = setup.dir.path().join(unique_name("job"));
-        std::fs::create_dir(&dir).expect("job dir");
-        let kubeconfig = dir.join("kubeconfig");
-        let output = Command::new(env!("CARGO_BIN_EXE_kube-oidc-proxy"))
-            .arg("kubeconfig")
-            .arg(format!("--server={}", setup.proxy.url))
-            .arg(format!(
-                "--certificate-authority={}",
-                env.proxy_serving_ca_file.display()
-            ))
-            .arg(format!("--namespace={NS}"))
-            .arg(format!("--output={}", kubeconfig.display()))
-            .arg(format!("--cache-dir={}", dir.join("cache").display()))
-            .args(["github-actions", "--audience", AUDIENCE])
-            .output()
-            .expect("run kube-oidc-proxy kubeconfig");
-        assert!(
-            output.status.success(),
-            "kube-oidc-proxy kubeconfig: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    /// A GitHub Actions job, with the runner's token endpoint for `job` (none: the job lacks
+    /// `id-token: write`).
+    fn github(setup: &Setup, env: &TestEnv, job: Option<&RunnerJob>) -> Pipeline {
         let mut job_env = vec![
             ("GITHUB_ACTIONS".to_owned(), "true".to_owned()),
             (
@@ -211,6 +231,42 @@ impl Pipeline {
                 job.request_token.clone(),
             ));
         }
+        Pipeline::new(
+            setup,
+            env,
+            &["github-actions", "--audience", AUDIENCE],
+            job_env,
+        )
+    }
+
+    /// A job whose kubeconfig runs the plugin with `provider` arguments.
+    fn new(
+        setup: &Setup,
+        env: &TestEnv,
+        provider: &[&str],
+        job_env: Vec<(String, String)>,
+    ) -> Pipeline {
+        let dir = setup.dir.path().join(unique_name("job"));
+        std::fs::create_dir(&dir).expect("job dir");
+        let kubeconfig = dir.join("kubeconfig");
+        let output = Command::new(env!("CARGO_BIN_EXE_kube-oidc-proxy"))
+            .arg("kubeconfig")
+            .arg(format!("--server={}", setup.proxy.url))
+            .arg(format!(
+                "--certificate-authority={}",
+                env.proxy_serving_ca_file.display()
+            ))
+            .arg(format!("--namespace={NS}"))
+            .arg(format!("--output={}", kubeconfig.display()))
+            .arg(format!("--cache-dir={}", dir.join("cache").display()))
+            .args(provider)
+            .output()
+            .expect("run kube-oidc-proxy kubeconfig");
+        assert!(
+            output.status.success(),
+            "kube-oidc-proxy kubeconfig: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Pipeline {
             kubeconfig,
             env: job_env,
@@ -228,6 +284,15 @@ impl Pipeline {
             |kubectl, (name, value)| kubectl.with_env(name, value),
         )
     }
+}
+
+/// `kubectl auth whoami` (the guides' smoke step): the user the API server sees.
+fn whoami(kubectl: &Kubectl) -> Value {
+    kubectl
+        .run(&["auth", "whoami", "-o", "json"])
+        .success()
+        .json()["status"]["userInfo"]
+        .clone()
 }
 
 /// A chart whose `--wait` lasts until the test binds its claim (there is no volume controller
@@ -266,20 +331,16 @@ fn audit_event(env: &TestEnv, verb: &str, resource: &str, name: &str) -> Value {
 #[test]
 fn a_deploy_outlives_several_tokens_without_a_refusal() {
     let Some(env) = TestEnv::load() else { return };
-    let setup = setup(&env);
+    let setup = setup(&env, &GITHUB);
     let job = setup.issuer.runner_job(
         github_claims("acme", "shop", "7654321", "refs/heads/main"),
         LIFETIME,
     );
-    let pipeline = Pipeline::new(&setup, &env, Some(&job));
+    let pipeline = Pipeline::github(&setup, &env, Some(&job));
     let kubectl = pipeline.kubectl(&setup, &env);
 
     // The guide's smoke step; kubectl decoded the plugin's ExecCredential to get here.
-    let me = kubectl
-        .run(&["auth", "whoami", "-o", "json"])
-        .success()
-        .json();
-    let me = &me["status"]["userInfo"];
+    let me = &whoami(&kubectl);
     assert_eq!(me["username"], PIPELINE, "{me}");
     assert_eq!(
         strings(&me["extra"]["token.actions.githubusercontent.com/repository"]),
@@ -296,12 +357,8 @@ fn a_deploy_outlives_several_tokens_without_a_refusal() {
     exec["apiVersion"] = json!("client.authentication.k8s.io/v1beta1");
     let v1beta1_path = setup.dir.path().join("v1beta1.kubeconfig");
     std::fs::write(&v1beta1_path, v1beta1.to_string()).expect("write the v1beta1 kubeconfig");
-    let me = pipeline
-        .kubectl_with(&setup, &env, &v1beta1_path)
-        .run(&["auth", "whoami", "-o", "json"])
-        .success()
-        .json();
-    assert_eq!(me["status"]["userInfo"]["username"], PIPELINE, "{me}");
+    let me = whoami(&pipeline.kubectl_with(&setup, &env, &v1beta1_path));
+    assert_eq!(me["username"], PIPELINE, "{me}");
 
     // helm, waiting for a claim nobody binds yet, while a kubectl loop runs beside it.
     let helm_bin = env
@@ -476,7 +533,7 @@ fn a_deploy_outlives_several_tokens_without_a_refusal() {
 #[test]
 fn another_repository_or_branch_is_refused() {
     let Some(env) = TestEnv::load() else { return };
-    let setup = setup(&env);
+    let setup = setup(&env, &GITHUB);
     for (what, claims, rule) in [
         (
             "another repository ID (same name)",
@@ -491,7 +548,7 @@ fn another_repository_or_branch_is_refused() {
     ] {
         eprintln!("pipeline: {what}");
         let job = setup.issuer.runner_job(claims, LIFETIME);
-        let pipeline = Pipeline::new(&setup, &env, Some(&job));
+        let pipeline = Pipeline::github(&setup, &env, Some(&job));
         pipeline
             .kubectl(&setup, &env)
             .run(&["get", "configmaps", "-n", NS])
@@ -502,9 +559,75 @@ fn another_repository_or_branch_is_refused() {
 
     // No ACTIONS_ID_TOKEN_REQUEST_* (the permission is missing): kubectl shows the plugin's
     // explanation.
-    let pipeline = Pipeline::new(&setup, &env, None);
+    let pipeline = Pipeline::github(&setup, &env, None);
     pipeline
         .kubectl(&setup, &env)
         .run(&["auth", "whoami"])
         .fails_with("permissions: id-token: write");
+}
+
+/// The GitLab guide: the job's `id_tokens:` variable read by `credential gitlab`, admitted as
+/// the guide's identity and named in the audit log; an expired token is refused by the plugin
+/// itself with GitLab's reason, before any request.
+#[test]
+fn a_gitlab_job_deploys_with_its_id_token() {
+    let Some(env) = TestEnv::load() else { return };
+    let setup = setup(&env, &GITLAB);
+    let provider = ["gitlab", "--variable", "KUBE_ID_TOKEN"];
+    let token = setup
+        .issuer
+        .gitlab_token(AUDIENCE, "acme/shop", "main", true);
+    let pipeline = Pipeline::new(
+        &setup,
+        &env,
+        &provider,
+        vec![("KUBE_ID_TOKEN".to_owned(), token)],
+    );
+    let kubectl = pipeline.kubectl(&setup, &env);
+    let me = &whoami(&kubectl);
+    assert_eq!(me["username"], "gitlab:project:20:ref:main", "{me}");
+    assert_eq!(
+        strings(&me["extra"]["gitlab.com/pipeline"]),
+        ["574/302"],
+        "{me}"
+    );
+    let name = unique_name("gitlab");
+    kubectl
+        .run(&[
+            "create",
+            "configmap",
+            &name,
+            "--from-literal=by=gitlab",
+            "-n",
+            NS,
+        ])
+        .success();
+    let event = audit_event(&env, "create", "configmaps", &name);
+    assert_eq!(event["user"]["username"], PROXY_USER, "{event}");
+    assert_eq!(
+        event["impersonatedUser"]["username"], "gitlab:project:20:ref:main",
+        "{event}"
+    );
+
+    // The job outlived its token.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut claims = gitlab_claims("acme/shop", "main", true);
+    claims["iat"] = json!(now - 3600);
+    claims["nbf"] = json!(now - 3600);
+    claims["exp"] = json!(now - 30);
+    let expired = setup.issuer.token(AUDIENCE, claims);
+    let pipeline = Pipeline::new(
+        &setup,
+        &env,
+        &provider,
+        vec![("KUBE_ID_TOKEN".to_owned(), expired.clone())],
+    );
+    let output = pipeline
+        .kubectl(&setup, &env)
+        .run(&["get", "configmaps", "-n", NS])
+        .fails_with("GitLab mints it once per job");
+    assert!(!output.stderr.contains(&expired), "{}", output.stderr);
 }

@@ -234,28 +234,9 @@ impl CiIssuer {
         git_ref: &str,
         ref_protected: bool,
     ) -> String {
-        let namespace = project_path.split('/').next().unwrap_or_default();
         self.token(
             audience,
-            json!({
-                "sub": format!("project_path:{project_path}:ref_type:branch:ref:{git_ref}"),
-                "namespace_id": "72",
-                "namespace_path": namespace,
-                "project_id": "20",
-                "project_path": project_path,
-                "user_id": "1",
-                "user_login": "sample-user",
-                "pipeline_id": "574",
-                "pipeline_source": "push",
-                "job_id": "302",
-                "ref": git_ref,
-                "ref_type": "branch",
-                "ref_path": format!("refs/heads/{git_ref}"),
-                "ref_protected": if ref_protected { "true" } else { "false" },
-                "runner_id": 1,
-                "runner_environment": "self-hosted",
-                "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
-            }),
+            gitlab_claims(project_path, git_ref, ref_protected),
         )
     }
 }
@@ -359,4 +340,28 @@ impl State {
             Bytes::from(json!({ "count": count, "value": token }).to_string()),
         )
     }
+}
+
+/// GitLab CI claims for a job on `git_ref` of `project_path`.
+pub(crate) fn gitlab_claims(project_path: &str, git_ref: &str, ref_protected: bool) -> Value {
+    let namespace = project_path.split('/').next().unwrap_or_default();
+    json!({
+        "sub": format!("project_path:{project_path}:ref_type:branch:ref:{git_ref}"),
+        "namespace_id": "72",
+        "namespace_path": namespace,
+        "project_id": "20",
+        "project_path": project_path,
+        "user_id": "1",
+        "user_login": "sample-user",
+        "pipeline_id": "574",
+        "pipeline_source": "push",
+        "job_id": "302",
+        "ref": git_ref,
+        "ref_type": "branch",
+        "ref_path": format!("refs/heads/{git_ref}"),
+        "ref_protected": if ref_protected { "true" } else { "false" },
+        "runner_id": 1,
+        "runner_environment": "self-hosted",
+        "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
+    })
 }
