@@ -247,6 +247,26 @@ mod tests {
         assert!(err.contains("mode 755"), "{err}");
     }
 
+    /// Needs root to give a file away; elsewhere it says so and checks nothing.
+    #[test]
+    fn a_file_or_directory_of_another_user_is_not_used() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: only root can chown a file to another user");
+            return;
+        }
+        let nobody = Some(65534);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let cache = Cache::open(&path).unwrap();
+        cache.put(&["k"], &token(1000, 1300)).unwrap();
+        std::os::unix::fs::chown(cache.path(&["k"]), nobody, nobody).unwrap();
+        let err = cache.get(&["k"], at(1100), MARGIN).unwrap_err();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&path, nobody, nobody).unwrap();
+        let err = Cache::open(&path).unwrap_err();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+    }
+
     #[test]
     fn a_corrupt_file_is_ignored_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
