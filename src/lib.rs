@@ -4,11 +4,16 @@
 //! `server` (TLS, HTTP/1.1 + HTTP/2) → `proxy` (the pipeline) → `authn` (token → user) →
 //! `impersonation` (outbound headers) → `upstream` (API server client), observed by `observe`.
 //! `config` reads flags at the edge and hands plain structs to the rest.
+//!
+//! Beside the proxy, the same binary is the pipelines' kubectl credential plugin
+//! (`credential`) and writes their kubeconfig (`kubeconfig_cmd`).
 
 pub mod audit;
 pub mod authn;
 pub mod config;
+pub mod credential;
 pub mod impersonation;
+pub mod kubeconfig_cmd;
 pub mod observe;
 pub mod proxy;
 pub mod server;

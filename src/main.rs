@@ -1,4 +1,6 @@
 //! `kube-oidc-proxy`: parse flags, build the parts, run. Nothing else lives here.
+//! `kube-oidc-proxy credential …` and `kube-oidc-proxy kubeconfig …` are the pipelines'
+//! helpers, dispatched before the proxy's own (Go-compatible, flat) flags are parsed.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -32,6 +34,20 @@ const UPSTREAM_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_s
 const CERT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    // The proxy has no positional arguments, so these words cannot clash with its flags.
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(|a| a.to_str())
+    {
+        Some("credential") => {
+            return kube_oidc_proxy::credential::main(std::env::args_os().skip(1))
+        }
+        Some("kubeconfig") => {
+            return kube_oidc_proxy::kubeconfig_cmd::main(std::env::args_os().skip(1))
+        }
+        _ => {}
+    }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

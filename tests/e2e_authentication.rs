@@ -174,26 +174,9 @@ fn whoami(proxy: &Proxy, env: &TestEnv, token: &str) -> Value {
 
 /// The API server's audit event (ResponseComplete) for `verb` on the object named `name`.
 fn audit_event(env: &TestEnv, verb: &str, name: &str) -> Value {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let log = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
-        let found = log
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|e| {
-                e["objectRef"]["name"] == name
-                    && e["verb"] == verb
-                    && e["stage"] == "ResponseComplete"
-            });
-        if let Some(event) = found {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audit event for {verb} {name}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    e2e_support::audit_event(env, &format!("{verb} {name}"), |e| {
+        e["objectRef"]["name"] == name && e["verb"] == verb
+    })
 }
 
 /// People and pipelines through one proxy: the pipeline identity (`github:` + `sub`, group
@@ -313,21 +296,8 @@ fn the_pipeline_identity_deploys_into_its_namespace_only() {
             ])
             .fails_with("Unauthorized");
     }
-    wait_for_log(proxy, "only repositories of the acme organisation");
-    wait_for_log(proxy, "only the main branch");
-}
-
-/// Waits (bounded) until the proxy's diagnostic log contains `text`.
-fn wait_for_log(proxy: &Proxy, text: &str) {
-    let deadline = Instant::now() + EVENTUALLY;
-    while !proxy.stderr().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "{text:?} never logged\n{}",
-            proxy.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    proxy.wait_for_log("only repositories of the acme organisation");
+    proxy.wait_for_log("only the main branch");
 }
 
 /// Waits (bounded) until `token`'s whoami succeeds through the proxy.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use e2e_support::{block_on, strings, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY};
+use e2e_support::{
+    audit_event, block_on, strings, unique_name, HttpsClient, Proxy, TestEnv, EVENTUALLY,
+};
 use http::{header, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -90,23 +92,6 @@ fn refused(kubectl: &e2e_support::Kubectl, extra_args: &[&str], message: &str) {
     let mut args = vec!["get", "--raw", "/api"];
     args.extend_from_slice(extra_args);
     kubectl.run(&args).fails_with(message);
-}
-
-/// The first audit event (ResponseComplete) matching `predicate`, waited for.
-fn audit_event(env: &TestEnv, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let log = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
-        if let Some(event) = log
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|e| e["stage"] == "ResponseComplete" && predicate(e))
-        {
-            return event;
-        }
-        assert!(Instant::now() < deadline, "no audit event for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 /// A token for ServiceAccount `namespace/name` from the TokenRequest API

@@ -1521,6 +1521,143 @@ mod tests {
         ));
     }
 
+    /// The AuthenticationConfigurations in the ```yaml blocks of `docs/ci-cd/<name>`, loaded
+    /// as the proxy loads its file.
+    fn guide(name: &str) -> Vec<JwtConfig> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/ci-cd")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let configs: Vec<JwtConfig> = text
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+            .filter(|block| block.contains("kind: AuthenticationConfiguration"))
+            .flat_map(|block| parse(block.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:#?}")))
+            .collect();
+        assert!(
+            !configs.is_empty(),
+            "{name}: no AuthenticationConfiguration"
+        );
+        configs
+    }
+
+    fn refused_with(config: &JwtConfig, claims: Value, message: &str) {
+        match map(config, claims.clone()) {
+            Err(ClaimError::ClaimValidationFailed { message: m, .. }) => {
+                assert_eq!(m, message, "{claims}")
+            }
+            other => panic!("{claims}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ci_cd_guide_github_actions() {
+        let [config] = guide("github-actions.md").try_into().unwrap();
+        let user = map(&config, github(json!({}))).unwrap();
+        assert_eq!(user.username, "github:repo:7654321:ref:refs/heads/main");
+        assert!(user.groups.is_empty());
+        assert_eq!(
+            user.extra["token.actions.githubusercontent.com/repository"],
+            ["acme/shop"]
+        );
+        assert_eq!(
+            user.extra["token.actions.githubusercontent.com/run"],
+            ["33964329992/2"]
+        );
+        // A job with the allowed environment keeps its ref: both rules hold.
+        assert!(map(&config, github(json!({"environment": "production"}))).is_ok());
+        for (overrides, message) in [
+            (
+                json!({"repository_owner_id": "7777777"}),
+                "only the acme organisation, by ID",
+            ),
+            // Same name, another repository (re-created after a deletion).
+            (
+                json!({"repository_id": "9999999"}),
+                "only repositories allowed to deploy, by ID",
+            ),
+            (json!({"ref": "refs/heads/feature"}), "only the main branch"),
+            (
+                json!({"ref_type": "tag", "ref": "refs/tags/v1"}),
+                "only the main branch",
+            ),
+            (json!({"ref_protected": "false"}), "only protected branches"),
+            (
+                json!({"event_name": "pull_request"}),
+                "only pushes and manual runs, never pull requests",
+            ),
+            (
+                json!({"environment": "staging"}),
+                "only the production environment, when the job names one",
+            ),
+        ] {
+            refused_with(&config, github(overrides), message);
+        }
+    }
+
+    #[test]
+    fn ci_cd_guide_gitlab_ci() {
+        let [config] = guide("gitlab-ci.md").try_into().unwrap();
+        assert_eq!(config.issuer.url, "https://gitlab.com");
+        let job = |overrides: Value| {
+            let mut claims = gitlab(json!({
+                "sha": "714a629c", "pipeline_id": "574", "job_id": "302", "user_login": "sample-user",
+            }));
+            for (k, v) in overrides.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            claims
+        };
+        let user = map(&config, job(json!({}))).unwrap();
+        assert_eq!(user.username, "gitlab:project:20:ref:main");
+        assert_eq!(user.extra["gitlab.com/pipeline"], ["574/302"]);
+        assert_eq!(user.extra["gitlab.com/project-path"], ["acme/shop"]);
+        assert!(map(
+            &config,
+            job(json!({"environment": "production", "environment_protected": "true"}))
+        )
+        .is_ok());
+        for (overrides, message) in [
+            (json!({"namespace_id": "73"}), "only the acme group, by ID"),
+            (
+                json!({"project_id": "21"}),
+                "only projects allowed to deploy, by ID",
+            ),
+            (json!({"ref": "feature"}), "only the main branch"),
+            (json!({"ref_protected": "false"}), "only protected branches"),
+            (
+                json!({"environment": "production", "environment_protected": "false"}),
+                "only the protected production environment, when the job names one",
+            ),
+        ] {
+            refused_with(&config, job(overrides), message);
+        }
+    }
+
+    #[test]
+    fn ci_cd_guide_other_ci() {
+        let [config] = guide("other-ci.md").try_into().unwrap();
+        let account = |uid: &str| {
+            json!({
+                "sub": "system:serviceaccount:ci:deployer",
+                "kubernetes.io": {
+                    "namespace": "ci",
+                    "serviceaccount": {"name": "deployer", "uid": uid},
+                    "pod": {"name": "deployer-7d9f", "uid": "p-1"},
+                },
+            })
+        };
+        let user = map(&config, account("4f9a3c1e-0d55-4a6e-9f1b-2b3c4d5e6f70")).unwrap();
+        assert_eq!(user.username, "cluster-b:system:serviceaccount:ci:deployer");
+        assert_eq!(user.extra["cluster-b.example.com/pod"], ["deployer-7d9f"]);
+        refused_with(
+            &config,
+            account("00000000-0000-0000-0000-000000000000"),
+            "only the ci/deployer ServiceAccount as created today",
+        );
+    }
+
     #[test]
     fn example_people_and_pipelines() {
         let configs = example("people-and-pipelines.yaml");

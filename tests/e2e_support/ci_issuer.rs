@@ -3,11 +3,18 @@
 //! (`sub` `repo:acme/shop:ref:refs/heads/main`, `repository`, `repository_owner`, `ref`, `jti`,
 //! …, research note cicd.md §1.3) or GitLab CI's (`project_path`, `ref_protected`, …, §2).
 //! Tokens live five minutes, as GitHub's do.
+//!
+//! It also plays a GitHub Actions runner's ID-token endpoint (what `ACTIONS_ID_TOKEN_REQUEST_URL`
+//! names): `GET <job URL>&audience=<aud>` with `Authorization: bearer <request token>` answers
+//! `{"count": …, "value": "<JWT>"}` with a fresh token of that job's identity and lifetime
+//! for each request, and counts the requests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -40,7 +47,39 @@ pub(crate) struct CiIssuer {
     pub(crate) url: String,
     /// PEM of the CA that signed its serving certificate (`issuer.certificateAuthority`).
     pub(crate) ca_pem: String,
+    state: Arc<State>,
+}
+
+/// What the server and the test share.
+struct State {
+    url: String,
     key: TestKey,
+    /// Runner jobs by their path segment.
+    jobs: Mutex<HashMap<String, Job>>,
+}
+
+/// One GitHub Actions job as the runner's token endpoint knows it.
+struct Job {
+    request_token: String,
+    claims: Value,
+    lifetime: Duration,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A job's token endpoint, as a job's environment would name it.
+pub(crate) struct RunnerJob {
+    /// `ACTIONS_ID_TOKEN_REQUEST_URL` (already carrying a query string, as GitHub's does).
+    pub(crate) request_url: String,
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`.
+    pub(crate) request_token: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl RunnerJob {
+    /// ID tokens issued to this job so far.
+    pub(crate) fn tokens_issued(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
 impl CiIssuer {
@@ -95,31 +134,42 @@ impl CiIssuer {
             .to_string(),
         );
         let keys = Bytes::from(signer::jwks(&[key.public_jwk(Some(KID))]));
+        let state = Arc::new(State {
+            url: url.clone(),
+            key,
+            jobs: Mutex::new(HashMap::new()),
+        });
+        let shared = state.clone();
         block_on(async move {
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (acceptor, discovery, keys) =
-                        (acceptor.clone(), discovery.clone(), keys.clone());
+                    let (acceptor, discovery, keys, state) = (
+                        acceptor.clone(),
+                        discovery.clone(),
+                        keys.clone(),
+                        shared.clone(),
+                    );
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
                         let service = service_fn(move |request: Request<Incoming>| {
-                            let body = match request.uri().path() {
-                                "/.well-known/openid-configuration" => Some(discovery.clone()),
-                                "/.well-known/jwks" => Some(keys.clone()),
-                                _ => None,
+                            let (status, body) = match request.uri().path() {
+                                "/.well-known/openid-configuration" => {
+                                    (StatusCode::OK, discovery.clone())
+                                }
+                                "/.well-known/jwks" => (StatusCode::OK, keys.clone()),
+                                path if path.starts_with(RUNNER_PATH) => {
+                                    state.runner_token(&request)
+                                }
+                                _ => (StatusCode::NOT_FOUND, Bytes::from("not found")),
                             };
                             async move {
-                                let mut response = Response::new(Full::new(
-                                    body.clone().unwrap_or_else(|| Bytes::from("not found")),
-                                ));
-                                if body.is_none() {
-                                    *response.status_mut() = StatusCode::NOT_FOUND;
-                                }
+                                let mut response = Response::new(Full::new(body));
+                                *response.status_mut() = status;
                                 Ok::<_, Infallible>(response)
                             }
                         });
@@ -130,28 +180,39 @@ impl CiIssuer {
                 }
             });
         });
-        CiIssuer { url, ca_pem, key }
+        CiIssuer { url, ca_pem, state }
     }
 
     /// A token with the standard claims for `audience` (five minutes, as GitHub's) and
     /// `claims` merged in.
     pub(crate) fn token(&self, audience: &str, claims: Value) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
-        let mut payload = json!({
-            "iss": self.url,
-            "aud": audience,
-            "iat": now,
-            "nbf": now - 5,
-            "exp": now + 300,
-            "jti": format!("{:x}-{now}", std::process::id()),
-        });
-        for (name, value) in claims.as_object().expect("claims object") {
-            payload[name] = value.clone();
+        self.state
+            .token(audience, &claims, Duration::from_secs(300))
+    }
+
+    /// A runner job that mints tokens with `claims` living `lifetime` each (see the module doc).
+    pub(crate) fn runner_job(&self, claims: Value, lifetime: Duration) -> RunnerJob {
+        let id = format!(
+            "{:x}-{}",
+            std::process::id(),
+            JOB_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let request_token = format!("request-token-{id}");
+        let requests = Arc::new(AtomicUsize::new(0));
+        self.state.jobs.lock().expect("jobs").insert(
+            id.clone(),
+            Job {
+                request_token: request_token.clone(),
+                claims,
+                lifetime,
+                requests: requests.clone(),
+            },
+        );
+        RunnerJob {
+            request_url: format!("{}{RUNNER_PATH}{id}?api-version=2.0", self.url),
+            request_token,
+            requests,
         }
-        self.key.token(Algorithm::RS256, Some(KID), &payload)
     }
 
     /// A GitHub Actions ID token for a push to `git_ref` of `owner/repo`.
@@ -162,31 +223,7 @@ impl CiIssuer {
         repo: &str,
         git_ref: &str,
     ) -> String {
-        self.token(
-            audience,
-            json!({
-                "sub": format!("repo:{owner}/{repo}:ref:{git_ref}"),
-                "repository": format!("{owner}/{repo}"),
-                "repository_id": "7654321",
-                "repository_owner": owner,
-                "repository_owner_id": if owner == "acme" { "1234567" } else { "7777777" },
-                "repository_visibility": "private",
-                "ref": git_ref,
-                "ref_type": "branch",
-                "ref_protected": "true",
-                "sha": "bcdb9add7aa4d7c4f3b1a4b5d3f3c3b2a1a0f9e8",
-                "workflow": "deploy",
-                "workflow_ref": format!("{owner}/{repo}/.github/workflows/deploy.yml@{git_ref}"),
-                "job_workflow_ref": format!("{owner}/{repo}/.github/workflows/deploy.yml@{git_ref}"),
-                "event_name": "push",
-                "actor": "octocat",
-                "actor_id": "555",
-                "run_id": "33964329992",
-                "run_number": "7",
-                "run_attempt": "1",
-                "runner_environment": "github-hosted",
-            }),
-        )
+        self.token(audience, github_claims(owner, repo, "7654321", git_ref))
     }
 
     /// A GitLab CI ID token for a job on `git_ref` of `project_path`.
@@ -197,28 +234,134 @@ impl CiIssuer {
         git_ref: &str,
         ref_protected: bool,
     ) -> String {
-        let namespace = project_path.split('/').next().unwrap_or_default();
         self.token(
             audience,
-            json!({
-                "sub": format!("project_path:{project_path}:ref_type:branch:ref:{git_ref}"),
-                "namespace_id": "72",
-                "namespace_path": namespace,
-                "project_id": "20",
-                "project_path": project_path,
-                "user_id": "1",
-                "user_login": "sample-user",
-                "pipeline_id": "574",
-                "pipeline_source": "push",
-                "job_id": "302",
-                "ref": git_ref,
-                "ref_type": "branch",
-                "ref_path": format!("refs/heads/{git_ref}"),
-                "ref_protected": if ref_protected { "true" } else { "false" },
-                "runner_id": 1,
-                "runner_environment": "self-hosted",
-                "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
-            }),
+            gitlab_claims(project_path, git_ref, ref_protected),
         )
     }
+}
+
+/// Where the runner's token endpoint lives; a job id follows.
+const RUNNER_PATH: &str = "/_apis/pipelines/idtoken/";
+
+static JOB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// GitHub Actions claims for a push to `git_ref` of `owner/repo` (repository ID `repo_id`).
+pub(crate) fn github_claims(owner: &str, repo: &str, repo_id: &str, git_ref: &str) -> Value {
+    json!({
+        "sub": format!("repo:{owner}/{repo}:ref:{git_ref}"),
+        "repository": format!("{owner}/{repo}"),
+        "repository_id": repo_id,
+        "repository_owner": owner,
+        "repository_owner_id": if owner == "acme" { "1234567" } else { "7777777" },
+        "repository_visibility": "private",
+        "ref": git_ref,
+        "ref_type": "branch",
+        "ref_protected": "true",
+        "sha": "bcdb9add7aa4d7c4f3b1a4b5d3f3c3b2a1a0f9e8",
+        "workflow": "deploy",
+        "workflow_ref": format!("{owner}/{repo}/.github/workflows/deploy.yml@{git_ref}"),
+        "job_workflow_ref": format!("{owner}/{repo}/.github/workflows/deploy.yml@{git_ref}"),
+        "event_name": "push",
+        "actor": "octocat",
+        "actor_id": "555",
+        "run_id": "33964329992",
+        "run_number": "7",
+        "run_attempt": "1",
+        "runner_environment": "github-hosted",
+    })
+}
+
+impl State {
+    /// A signed token for `audience` with `claims`, living `lifetime` from now.
+    fn token(&self, audience: &str, claims: &Value, lifetime: Duration) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+        let secs = now.as_secs();
+        let mut payload = json!({
+            "iss": self.url,
+            "aud": audience,
+            "iat": secs,
+            "nbf": secs - 5,
+            "exp": secs + lifetime.as_secs(),
+            "jti": format!("{:x}-{}", std::process::id(), now.as_nanos()),
+        });
+        for (name, value) in claims.as_object().expect("claims object") {
+            payload[name] = value.clone();
+        }
+        self.key.token(Algorithm::RS256, Some(KID), &payload)
+    }
+
+    /// The runner endpoint: the job's bearer must match; `audience` defaults to the owner's
+    /// URL, as GitHub's does.
+    fn runner_token(&self, request: &Request<Incoming>) -> (StatusCode, Bytes) {
+        let refuse = |status, message: &str| {
+            (
+                status,
+                Bytes::from(json!({ "message": message }).to_string()),
+            )
+        };
+        let id = request.uri().path()[RUNNER_PATH.len()..].to_owned();
+        let jobs = self.jobs.lock().expect("jobs");
+        let Some(job) = jobs.get(&id) else {
+            return refuse(StatusCode::NOT_FOUND, "no such job");
+        };
+        let bearer = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.to_owned());
+        if bearer.as_deref() != Some(job.request_token.as_str()) {
+            return refuse(StatusCode::UNAUTHORIZED, "bad request token");
+        }
+        let audience = request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(name, _)| *name == "audience")
+            .map(|(_, value)| {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "https://github.com/{}",
+                    job.claims["repository_owner"].as_str().unwrap_or_default()
+                )
+            });
+        let count = job.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = self.token(&audience, &job.claims, job.lifetime);
+        (
+            StatusCode::OK,
+            Bytes::from(json!({ "count": count, "value": token }).to_string()),
+        )
+    }
+}
+
+/// GitLab CI claims for a job on `git_ref` of `project_path`.
+pub(crate) fn gitlab_claims(project_path: &str, git_ref: &str, ref_protected: bool) -> Value {
+    let namespace = project_path.split('/').next().unwrap_or_default();
+    json!({
+        "sub": format!("project_path:{project_path}:ref_type:branch:ref:{git_ref}"),
+        "namespace_id": "72",
+        "namespace_path": namespace,
+        "project_id": "20",
+        "project_path": project_path,
+        "user_id": "1",
+        "user_login": "sample-user",
+        "pipeline_id": "574",
+        "pipeline_source": "push",
+        "job_id": "302",
+        "ref": git_ref,
+        "ref_type": "branch",
+        "ref_path": format!("refs/heads/{git_ref}"),
+        "ref_protected": if ref_protected { "true" } else { "false" },
+        "runner_id": 1,
+        "runner_environment": "self-hosted",
+        "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
+    })
 }

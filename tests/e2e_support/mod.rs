@@ -459,6 +459,20 @@ impl Proxy {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Waits (bounded by [`EVENTUALLY`]) until the proxy's diagnostic log contains `text`.
+    #[track_caller]
+    pub(crate) fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + EVENTUALLY;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never logged\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The proxy's output so far (the last lines), for failure messages.
     pub(crate) fn logs(&self) -> String {
         format!(
@@ -472,6 +486,17 @@ impl Proxy {
     /// kubeconfig (server = the proxy, CA = the test CA).
     pub(crate) fn kubectl_with_token(&self, env: &TestEnv, token: &str) -> Kubectl {
         self.kubectl_with_user(env, serde_json::json!({ "token": token }))
+    }
+
+    /// kubectl with a kubeconfig of the caller's own (e.g. one that runs a credential plugin);
+    /// failures show this proxy's logs.
+    pub(crate) fn kubectl_with_kubeconfig(&self, env: &TestEnv, kubeconfig: &Path) -> Kubectl {
+        Kubectl::new(
+            env,
+            kubeconfig.to_path_buf(),
+            None,
+            vec![self.stdout.clone(), self.stderr.clone()],
+        )
     }
 
     /// The proxy's access log (stdout) so far.
@@ -524,7 +549,7 @@ fn flag_path(flag: &str, path: &Path) -> String {
 }
 
 /// Status code of a plain-HTTP `GET` on 127.0.0.1, or `None` if nothing answers (yet).
-fn http_get_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -739,6 +764,24 @@ impl KubectlOutput {
     pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
+    }
+}
+
+/// The first event (stage ResponseComplete) in the API server's audit log that matches
+/// `predicate`, waited for (bounded by [`EVENTUALLY`]); `what` names it in the failure.
+pub(crate) fn audit_event(env: &TestEnv, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let log = fs::read_to_string(&env.audit_log).unwrap_or_default();
+        if let Some(event) = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|e| e["stage"] == "ResponseComplete" && predicate(e))
+        {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "no audit event for {what}");
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
