@@ -99,6 +99,32 @@ pub fn has_impersonation_headers(headers: &HeaderMap) -> bool {
         .any(|name| name.as_str().starts_with("impersonate-"))
 }
 
+/// True for a request header the client may not pass on: its credentials (`Authorization`),
+/// `Host`, a hop-by-hop header, or an identity header (`Impersonate-*`, `X-Remote-*`).
+fn is_stripped_request_header(name: &HeaderName) -> bool {
+    *name == header::AUTHORIZATION
+        || *name == header::HOST
+        || is_hop_by_hop(name)
+        || IDENTITY_PREFIXES
+            .iter()
+            .any(|prefix| name.as_str().starts_with(prefix))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// Removes every header `doomed` selects, plus every header named in a `Connection` value.
+/// One pass over the names, then one removal per header present: most requests carry only a
+/// few headers, and looking each forbidden name up in the map would cost more than the scan.
+fn remove_headers(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut remove = connection_named(headers);
+    remove.extend(headers.keys().filter(|name| doomed(name)).cloned());
+    for name in remove {
+        headers.remove(name);
+    }
+}
+
 /// Removes from a client's request everything that must not reach the API server: the
 /// client's `Authorization`, every `Impersonate-*` and `X-Remote-*` header, `Host`, every
 /// hop-by-hop header and every header named in a `Connection` value.
@@ -106,32 +132,12 @@ pub fn has_impersonation_headers(headers: &HeaderMap) -> bool {
 /// For an upgrade request (`keep_upgrade`), `Upgrade` survives and `Connection: Upgrade` is
 /// set again by the proxy itself; nothing else of the client's `Connection` is kept.
 pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named = connection_named(headers);
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::HOST);
-    let identity: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            IDENTITY_PREFIXES
-                .iter()
-                .any(|prefix| name.as_str().starts_with(prefix))
-        })
-        .cloned()
-        .collect();
-    for name in identity {
-        headers.remove(name);
-    }
+    remove_headers(headers, is_stripped_request_header);
     // A bearer token in the WebSocket subprotocol list is a credential too; the other
     // subprotocols are the client's negotiation and go through in order.
     if headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
@@ -155,12 +161,7 @@ pub fn strip_client_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removes hop-by-hop headers from an upstream response before it goes back to the client.
 /// For a `101 Switching Protocols` answer the caller keeps `Connection`/`Upgrade`.
 pub fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_headers(headers, is_hop_by_hop);
 }
 
 /// The headers a message names in its `Connection` values: hop-by-hop too (RFC 9110 §7.6.1).
