@@ -10,11 +10,11 @@
 //! `X-Forwarded-For` values cannot panic, and control characters in any field are escaped so a
 //! crafted claim cannot forge a second line. Timestamps are UTC.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::authn::UserInfo;
@@ -45,67 +45,94 @@ impl Source {
         }
     }
 
-    fn render(&self) -> String {
+    /// `peer / forwarded entries other than the peer`, the entries escaped.
+    fn write_to(&self, out: &mut String) {
         let peer = self.peer.to_string();
-        let others: Vec<&str> = self
-            .forwarded_for
-            .iter()
-            .map(String::as_str)
-            .filter(|entry| *entry != peer)
-            .collect();
-        format!("{} / {}", peer, escape(&others.join(", ")))
-    }
-}
-
-/// Replaces control characters so one request is always exactly one line.
-fn escape(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
+        out.push_str(&peer);
+        out.push_str(" / ");
+        let mut first = true;
+        for entry in self.forwarded_for.iter().filter(|entry| **entry != peer) {
+            if !first {
+                out.push_str(", ");
             }
-        })
-        .collect()
-}
-
-fn timestamp(now: OffsetDateTime) -> String {
-    let format = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"
-    );
-    now.format(&format).unwrap_or_default()
-}
-
-fn render_user(user: &UserInfo, with_uid: bool) -> String {
-    let groups: Vec<String> = user.groups.iter().map(|g| escape(g)).collect();
-    let extras: String = user
-        .extra
-        .iter()
-        .map(|(key, values)| {
-            let values: Vec<String> = values.iter().map(|v| escape(v)).collect();
-            format!("{}={} ", escape(key), values.join("|"))
-        })
-        .collect();
-    if with_uid {
-        format!(
-            "{} / {} / {} / {}",
-            escape(&user.username),
-            groups.join("|"),
-            escape(user.uid.as_deref().unwrap_or("")),
-            extras
-        )
-    } else {
-        format!(
-            "{} / {} / {}",
-            escape(&user.username),
-            groups.join("|"),
-            extras
-        )
+            first = false;
+            push_escaped(out, entry);
+        }
     }
+}
+
+/// Appends `text` with control characters escaped, so one request is always exactly one line.
+fn push_escaped(out: &mut String, text: &str) {
+    if !text.chars().any(char::is_control) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Appends `items` escaped, separated by `separator`.
+fn push_joined<'a>(out: &mut String, items: impl IntoIterator<Item = &'a String>, separator: &str) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(separator);
+        }
+        push_escaped(out, item);
+    }
+}
+
+/// `[2021-11-25T01:05:17+0000] `: the Go proxy's timestamp, written without a format parser
+/// (the line is built on every request).
+fn push_timestamp(out: &mut String, now: OffsetDateTime) {
+    let offset = now.offset();
+    let sign = if offset.is_negative() { '-' } else { '+' };
+    let _ = write!(
+        out,
+        "[{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}] ",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        offset.whole_hours().unsigned_abs(),
+        offset.minutes_past_hour().unsigned_abs(),
+    );
+}
+
+/// `name / groups / [uid / ]key=v1|v2 ...`, every field escaped.
+fn push_user(out: &mut String, user: &UserInfo, with_uid: bool) {
+    push_escaped(out, &user.username);
+    out.push_str(" / ");
+    push_joined(out, &user.groups, "|");
+    out.push_str(" / ");
+    if with_uid {
+        push_escaped(out, user.uid.as_deref().unwrap_or(""));
+        out.push_str(" / ");
+    }
+    for (key, values) in &user.extra {
+        push_escaped(out, key);
+        out.push('=');
+        push_joined(out, values, "|");
+        out.push(' ');
+    }
+}
+
+/// The start both lines share: timestamp, outcome, source and URI.
+fn line_start(now: OffsetDateTime, outcome: &str, source: &Source, uri: &str) -> String {
+    let mut line = String::with_capacity(256);
+    push_timestamp(&mut line, now);
+    line.push_str(outcome);
+    line.push_str(" src:[");
+    source.write_to(&mut line);
+    line.push_str("] URI:");
+    push_escaped(&mut line, uri);
+    line
 }
 
 /// The `AuSuccess` line; `outbound` is the impersonated target when it differs from `inbound`
@@ -117,27 +144,21 @@ pub fn success_line(
     inbound: &UserInfo,
     outbound: Option<&UserInfo>,
 ) -> String {
-    let outbound = outbound
-        .map(|user| format!(" outbound:[{}]", render_user(user, true)))
-        .unwrap_or_default();
-    format!(
-        "[{}] AuSuccess src:[{}] URI:{} inbound:[{}]{}",
-        timestamp(now),
-        source.render(),
-        escape(uri),
-        render_user(inbound, false),
-        outbound
-    )
+    let mut line = line_start(now, "AuSuccess", source, uri);
+    line.push_str(" inbound:[");
+    push_user(&mut line, inbound, false);
+    line.push(']');
+    if let Some(user) = outbound {
+        line.push_str(" outbound:[");
+        push_user(&mut line, user, true);
+        line.push(']');
+    }
+    line
 }
 
 /// The `AuFail` line.
 pub fn failure_line(now: OffsetDateTime, source: &Source, uri: &str) -> String {
-    format!(
-        "[{}] AuFail src:[{}] URI:{}",
-        timestamp(now),
-        source.render(),
-        escape(uri)
-    )
+    line_start(now, "AuFail", source, uri)
 }
 
 /// Writes one line to stdout (whole, under stdout's lock).
@@ -212,5 +233,28 @@ mod tests {
         let line = success_line(at(), &source, "/", &user, None);
         assert!(!line.contains('\n'));
         assert!(line.contains("evil\\n[x]"));
+    }
+
+    #[test]
+    fn timestamp_is_the_go_format_for_any_offset_and_year() {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"
+        );
+        for (unix, offset) in [
+            (1_637_802_317, time::UtcOffset::UTC),
+            (0, time::UtcOffset::from_hms(-5, -30, 0).unwrap()),
+            (
+                -62_000_000_000,
+                time::UtcOffset::from_hms(9, 45, 0).unwrap(),
+            ),
+            (4_102_444_799, time::UtcOffset::from_hms(-12, 0, 0).unwrap()),
+        ] {
+            let now = OffsetDateTime::from_unix_timestamp(unix)
+                .unwrap()
+                .to_offset(offset);
+            let mut line = String::new();
+            push_timestamp(&mut line, now);
+            assert_eq!(line, format!("[{}] ", now.format(&format).unwrap()));
+        }
     }
 }
