@@ -188,7 +188,9 @@ def memory_rows(proxy, proxy_port, upstream_port, token):
     rows["idle_hwm_kib"] = rss_kib(proxy.pid, "VmHWM")
     auth = [f"Authorization: Bearer {token}"]
     loop = asyncio.new_event_loop()
-    conns = loop.run_until_complete(hold_watches(proxy_port, "/watch", auth, 1000))
+    # watch=true: a watch by kube-apiserver's rule, so the proxy routes it as long-running (a plain
+    # "/watch" would be a short request, multiplexed over HTTP/2 and capped by the stream limit).
+    conns = loop.run_until_complete(hold_watches(proxy_port, "/watch?watch=true", auth, 1000))
     time.sleep(1)
     rows["watches_1000_rss_kib"] = rss_kib(proxy.pid)
     for w in conns:
