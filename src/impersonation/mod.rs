@@ -67,14 +67,20 @@ fn value(text: &str, what: &'static str) -> Result<HeaderValue, HeaderError> {
 /// groups kube-apiserver gives an authenticated user (its `AuthenticatedGroupAdder`) and an
 /// impersonated one.
 pub fn authenticated_groups(groups: &[String]) -> Vec<String> {
-    let mut groups = groups.to_vec();
-    if !groups
+    authenticated_group_names(groups)
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`authenticated_groups`] without copying: the request path sends them as headers.
+fn authenticated_group_names(groups: &[String]) -> impl Iterator<Item = &str> {
+    let add = !groups
         .iter()
-        .any(|g| g == SYSTEM_AUTHENTICATED || g == "system:unauthenticated")
-    {
-        groups.push(SYSTEM_AUTHENTICATED.to_string());
-    }
+        .any(|g| g == SYSTEM_AUTHENTICATED || g == "system:unauthenticated");
     groups
+        .iter()
+        .map(String::as_str)
+        .chain(add.then_some(SYSTEM_AUTHENTICATED))
 }
 
 /// Sets the impersonation headers for `user` on an outbound request, adding
@@ -90,8 +96,8 @@ pub fn set_impersonation_headers(
         value(&user.username, "username")?,
     ));
     let group_header = HeaderName::from_static("impersonate-group");
-    for group in authenticated_groups(&user.groups) {
-        outbound.push((group_header.clone(), value(&group, "group")?));
+    for group in authenticated_group_names(&user.groups) {
+        outbound.push((group_header.clone(), value(group, "group")?));
     }
     if let Some(uid) = user.uid.as_deref().filter(|uid| !uid.is_empty()) {
         outbound.push((
