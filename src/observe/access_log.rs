@@ -47,9 +47,13 @@ impl Source {
 
     /// `peer / forwarded entries other than the peer`, the entries escaped.
     fn write_to(&self, out: &mut String) {
-        let peer = self.peer.to_string();
-        out.push_str(&peer);
+        let start = out.len();
+        let _ = write!(out, "{}", self.peer);
         out.push_str(" / ");
+        if self.forwarded_for.is_empty() {
+            return;
+        }
+        let peer = out[start..out.len() - 3].to_string();
         let mut first = true;
         for entry in self.forwarded_for.iter().filter(|entry| **entry != peer) {
             if !first {
@@ -90,19 +94,34 @@ fn push_joined<'a>(out: &mut String, items: impl IntoIterator<Item = &'a String>
 /// (the line is built on every request).
 fn push_timestamp(out: &mut String, now: OffsetDateTime) {
     let offset = now.offset();
-    let sign = if offset.is_negative() { '-' } else { '+' };
-    let _ = write!(
-        out,
-        "[{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}] ",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        offset.whole_hours().unsigned_abs(),
-        offset.minutes_past_hour().unsigned_abs(),
-    );
+    out.push('[');
+    let year = now.year();
+    if year < 0 {
+        out.push('-');
+    }
+    let year = year.unsigned_abs();
+    push_two_digits(out, year / 100);
+    push_two_digits(out, year % 100);
+    for (separator, value) in [
+        ('-', u8::from(now.month())),
+        ('-', now.day()),
+        ('T', now.hour()),
+        (':', now.minute()),
+        (':', now.second()),
+    ] {
+        out.push(separator);
+        push_two_digits(out, value.into());
+    }
+    out.push(if offset.is_negative() { '-' } else { '+' });
+    push_two_digits(out, offset.whole_hours().unsigned_abs().into());
+    push_two_digits(out, offset.minutes_past_hour().unsigned_abs().into());
+    out.push_str("] ");
+}
+
+/// `n` (below 100) as two digits, without the formatting machinery.
+fn push_two_digits(out: &mut String, n: u32) {
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// `name / groups / [uid / ]key=v1|v2 ...`, every field escaped.
