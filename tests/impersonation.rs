@@ -45,16 +45,14 @@ impl Setup {
 
     /// Waits (bounded) for an access-log line containing `needle`.
     async fn log_line(&self, needle: &str) -> String {
-        for _ in 0..100 {
-            if let Some(line) = self.proxy.stdout().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines = self
+            .proxy
+            .stdout_when(|lines| lines.iter().any(|l| l.contains(needle)))
+            .await;
+        match lines.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => panic!("no access-log line with {needle:?}:\n{}", lines.join("\n")),
         }
-        panic!(
-            "no access-log line with {needle:?}:\n{}",
-            self.proxy.stdout().join("\n")
-        );
     }
 }
 

@@ -135,6 +135,19 @@ impl ProxyProcess {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// The stdout lines once `done` holds for them, or after 5 s: a line the proxy wrote before
+    /// answering may still be on its way through the pipe to the reader thread.
+    pub async fn stdout_when(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        for _ in 0..100 {
+            let lines = self.stdout();
+            if done(&lines) {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stdout()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
