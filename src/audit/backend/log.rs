@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{encode, AuditCounters, Backend, EncodeError, Intake, Queue, ShutdownFuture, Warnings};
+use super::{encode_into, AuditCounters, Backend, Intake, Queue, ShutdownFuture, Warnings};
 use crate::audit::event::Event;
 use crate::config::audit::{LogBackendSettings, LogDestination, LogFormat, RotationSettings};
 
@@ -88,6 +88,7 @@ impl LogBackend {
             truncate: settings.truncate,
             counters: Arc::clone(&counters),
             warnings: Warnings::default(),
+            line: Vec::new(),
         };
         std::thread::Builder::new()
             .name("audit-log".into())
@@ -145,6 +146,8 @@ struct Writer {
     truncate: Option<crate::config::audit::TruncateSettings>,
     counters: Arc<AuditCounters>,
     warnings: Warnings,
+    /// The line being written, reused: it grows to the longest line once.
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -155,39 +158,45 @@ impl Writer {
     }
 
     fn write(&mut self, event: &Event) {
-        let line = match self.line(event) {
-            Ok(line) => line,
-            Err(e) => {
-                AuditCounters::add(&self.counters.dropped, 1);
-                if let EncodeError::Serialize(e) = e {
-                    self.warnings.warn("log", "encode".into(), e);
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        if self.format_line(event, &mut line) {
+            match self.sink.write_line(&line) {
+                Ok(()) => AuditCounters::add(&self.counters.written, 1),
+                Err(e) => {
+                    AuditCounters::add(&self.counters.errors, 1);
+                    self.warnings.warn("log", format!("{:?}", e.kind()), e);
                 }
-                return;
             }
-        };
-        match self.sink.write_line(&line) {
-            Ok(()) => AuditCounters::add(&self.counters.written, 1),
-            Err(e) => {
-                AuditCounters::add(&self.counters.errors, 1);
-                self.warnings.warn("log", format!("{:?}", e.kind()), e);
-            }
+        } else {
+            // Too large, even truncated.
+            AuditCounters::add(&self.counters.dropped, 1);
         }
+        self.line = line;
     }
 
-    /// The event's line, newline included.
-    fn line(&self, event: &Event) -> Result<Vec<u8>, EncodeError> {
-        let mut line = match self.format {
-            LogFormat::Json => encode(event, self.truncate.as_ref())?,
+    /// Puts the event's line, newline included, in the empty `line`; false when the event is
+    /// refused.
+    fn format_line(&self, event: &Event, line: &mut Vec<u8>) -> bool {
+        match self.format {
+            LogFormat::Json => {
+                if encode_into(event, self.truncate.as_ref(), line).is_err() {
+                    return false;
+                }
+            }
             LogFormat::Legacy => {
                 // The size limit applies to the JSON form, as in kube-apiserver.
-                if self.truncate.is_some() {
-                    encode(event, self.truncate.as_ref())?;
+                if self.truncate.is_some()
+                    && encode_into(event, self.truncate.as_ref(), line).is_err()
+                {
+                    return false;
                 }
-                event_string(event).into_bytes()
+                line.clear();
+                line.extend_from_slice(event_string(event).as_bytes());
             }
-        };
+        }
         line.push(b'\n');
-        Ok(line)
+        true
     }
 }
 

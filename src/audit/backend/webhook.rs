@@ -292,12 +292,7 @@ impl Sender {
         for event in &events {
             match encode(event, self.truncate.as_ref()) {
                 Ok(json) => items.push(json),
-                Err(e) => {
-                    pending.settle(&self.counters.dropped, 1);
-                    if let EncodeError::Serialize(e) = e {
-                        self.warn("encode", e);
-                    }
-                }
+                Err(EncodeError::TooLarge) => pending.settle(&self.counters.dropped, 1),
             }
         }
         drop(events);
