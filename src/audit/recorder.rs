@@ -586,6 +586,17 @@ mod tests {
         serde_json::to_value(event).unwrap()
     }
 
+    /// The recorded events as JSON, in order.
+    fn recorded(recording: &Recording) -> Vec<Value> {
+        recording
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| json(e))
+            .collect()
+    }
+
     const METADATA: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n";
 
     #[test]
@@ -734,13 +745,7 @@ mod tests {
             response_body: Some(Bytes::from_static(br#"{"type":"ADDED","object":{}}"#)),
             ..Completion::default()
         });
-        let events: Vec<Value> = recording
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| json(e))
-            .collect();
+        let events = recorded(&recording);
         let stages: Vec<&Value> = events.iter().map(|e| &e["stage"]).collect();
         assert_eq!(
             stages,
@@ -897,13 +902,7 @@ mod tests {
             code: 404,
             ..Completion::default()
         });
-        let events: Vec<Value> = recording
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| json(e))
-            .collect();
+        let events = recorded(&recording);
         let stages: Vec<&Value> = events.iter().map(|e| &e["stage"]).collect();
         assert_eq!(
             stages,
