@@ -177,6 +177,8 @@ const TRUNCATED_ANNOTATION: &str = "audit.k8s.io/truncated";
 enum EncodeError {
     /// Larger than the maximum event size even without its request and response objects.
     TooLarge,
+    /// serde_json refused it (it does not, for [`Event`]).
+    Unencodable,
 }
 
 /// The event as one JSON document (without a newline); see [`encode_into`].
@@ -197,7 +199,9 @@ fn encode_into(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    event.write_json(out);
+    event
+        .write_json(out)
+        .map_err(|_| EncodeError::Unencodable)?;
     let Some(limits) = truncate else {
         return Ok(());
     };
@@ -210,7 +214,9 @@ fn encode_into(
             .annotations
             .insert(TRUNCATED_ANNOTATION.into(), "true".into());
         out.truncate(start);
-        smaller.write_json(out);
+        smaller
+            .write_json(out)
+            .map_err(|_| EncodeError::Unencodable)?;
     }
     if too_large(out) {
         out.truncate(start);

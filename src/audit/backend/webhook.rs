@@ -292,7 +292,9 @@ impl Sender {
         for event in &events {
             match encode(event, self.truncate.as_ref()) {
                 Ok(json) => items.push(json),
-                Err(EncodeError::TooLarge) => pending.settle(&self.counters.dropped, 1),
+                Err(EncodeError::TooLarge | EncodeError::Unencodable) => {
+                    pending.settle(&self.counters.dropped, 1)
+                }
             }
         }
         drop(events);
