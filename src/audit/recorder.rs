@@ -91,11 +91,13 @@ impl Auditor {
         }
         let audit = RequestAudit {
             backend: self.backend.clone(),
-            event: base_event(facts, config.level, user),
+            event: Arc::new(base_event(facts, config.level, user)),
+            impersonated_user: None,
             config,
             long_running: request_info::is_long_running(&facts.info),
         };
-        audit.emit(Stage::RequestReceived, facts.received);
+        // `base_event` is already at this stage and time.
+        audit.emit_current(Stage::RequestReceived);
         Some(audit)
     }
 
@@ -112,9 +114,10 @@ impl Auditor {
             code,
             ..ResponseStatus::default()
         });
-        let audit = RequestAudit {
+        let mut audit = RequestAudit {
             backend: self.backend.clone(),
-            event,
+            event: Arc::new(event),
+            impersonated_user: None,
             config,
             long_running: request_info::is_long_running(&facts.info),
         };
@@ -131,8 +134,10 @@ pub fn authentication_failed_message(bearer_presented: bool) -> &'static str {
     }
 }
 
+/// The event at stage `RequestReceived`, stamped with the time the request was received.
 fn base_event(facts: &RequestFacts, level: Level, user: EventUser) -> Event {
     let info = &facts.info;
+    let received = micro_time(facts.received);
     Event {
         kind: "Event",
         api_version: "audit.k8s.io/v1",
@@ -157,8 +162,8 @@ fn base_event(facts: &RequestFacts, level: Level, user: EventUser) -> Event {
         response_status: None,
         request_object: None,
         response_object: None,
-        request_received_timestamp: micro_time(facts.received),
-        stage_timestamp: String::new(),
+        stage_timestamp: received.clone(),
+        request_received_timestamp: received,
         annotations: BTreeMap::new(),
     }
 }
@@ -176,17 +181,49 @@ fn event_user(user: &UserInfo) -> EventUser {
 }
 
 /// `metav1.MicroTime` as JSON: RFC 3339, UTC, six fractional digits.
+const MICRO_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// [`MICRO_TIME`], written digit by digit: three per request, and the `time` crate's general
+/// formatter cost more than the rest of building an event.
 fn micro_time(at: SystemTime) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::from(at).format(&format).unwrap_or_default()
+    let at = OffsetDateTime::from(at);
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        return at.format(MICRO_TIME).unwrap_or_default();
+    }
+    let (hour, minute, second, micro) = at.to_hms_micro();
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (range, value) in [
+        (0..4, year.unsigned_abs()),
+        (5..7, u32::from(u8::from(at.month()))),
+        (8..10, u32::from(at.day())),
+        (11..13, u32::from(hour)),
+        (14..16, u32::from(minute)),
+        (17..19, u32::from(second)),
+        (20..26, micro),
+    ] {
+        let mut value = value;
+        for digit in text[range].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    // Only ASCII digits and separators: valid UTF-8.
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 /// One request's audit, between `RequestReceived` and `ResponseComplete`.
 pub struct RequestAudit {
     backend: Arc<dyn Backend>,
     config: RequestAuditConfig,
-    event: Event,
+    /// The event of the last stage emitted, shared with the backends. The next stage changes
+    /// it in place once they have let go of it (`Arc::make_mut`), as the log writer usually
+    /// has by then, rather than cloning it for every stage.
+    event: Arc<Event>,
+    /// The identity sent upstream, for the stages after `RequestReceived`: kept aside until
+    /// the next one, so that setting it right after `RequestReceived` clones nothing.
+    impersonated_user: Option<EventUser>,
     /// kube-apiserver's long-running rule ([`request_info::is_long_running`]): the response
     /// is a stream (watch events, exec bytes, followed logs), not one object.
     long_running: bool,
@@ -244,12 +281,22 @@ impl RequestAudit {
 
     /// The identity sent upstream.
     pub fn set_impersonated_user(&mut self, user: &UserInfo) {
-        self.event.impersonated_user = Some(event_user(user));
+        self.impersonated_user = Some(event_user(user));
+    }
+
+    /// The event, to change for the next stage: no longer shared, and with the changes kept
+    /// aside applied.
+    fn event_mut(&mut self) -> &mut Event {
+        let event = Arc::make_mut(&mut self.event);
+        if let Some(user) = self.impersonated_user.take() {
+            event.impersonated_user = Some(user);
+        }
+        event
     }
 
     /// Emits `ResponseStarted` (long-running requests) with the response code.
     pub fn response_started(&mut self, code: u16) {
-        self.event.response_status = Some(ResponseStatus {
+        self.event_mut().response_status = Some(ResponseStatus {
             code,
             ..ResponseStatus::default()
         });
@@ -279,34 +326,37 @@ impl RequestAudit {
                 status.reason = text("reason");
             }
         }
-        self.event.response_status = Some(status);
+        let omit_managed_fields = self.config.omit_managed_fields;
+        let records_request = self.config.level.records_request_body();
+        let records_response = self.config.level.records_response_body() && !self.is_streaming();
+        let event = self.event_mut();
+        event.response_status = Some(status);
 
         let request = completion.request_body.as_deref().and_then(json_object);
         if let Some(request) = &request {
-            self.complete_object_ref(json_object_meta(request));
+            complete_object_ref(event, json_object_meta(request));
         } else if let Some(body) = completion.request_body.as_deref() {
             // kubectl sends built-in objects as protobuf: its metadata names the object too.
-            self.complete_object_ref(protobuf_object_meta(body));
+            complete_object_ref(event, protobuf_object_meta(body));
         }
-        let omit_managed_fields = self.config.omit_managed_fields;
-        if self.config.level.records_request_body() {
+        if records_request {
             match request {
                 Some(object) => {
-                    self.event.request_object = raw(object, omit_managed_fields);
+                    event.request_object = raw(object, omit_managed_fields);
                 }
                 None if completion.request_body_too_large => {
-                    self.omitted("requestObject", "larger than the recording limit")
+                    omitted(event, "requestObject", "larger than the recording limit")
                 }
                 None => {}
             }
         }
-        if self.config.level.records_response_body() && !self.is_streaming() {
+        if records_response {
             match response {
                 Some(object) => {
-                    self.event.response_object = raw(object, omit_managed_fields);
+                    event.response_object = raw(object, omit_managed_fields);
                 }
                 None if completion.response_body_too_large => {
-                    self.omitted("responseObject", "larger than the recording limit")
+                    omitted(event, "responseObject", "larger than the recording limit")
                 }
                 None => {}
             }
@@ -320,38 +370,46 @@ impl RequestAudit {
         self.long_running
     }
 
-    fn omitted(&mut self, what: &str, why: &str) {
-        self.event
-            .annotations
-            .insert(OBJECT_OMITTED_ANNOTATION.into(), format!("{what}: {why}"));
-    }
-
-    /// kube-apiserver's `LogRequestObject`: empty `objectRef` fields are taken from the
-    /// request object's metadata.
-    fn complete_object_ref(&mut self, metadata: Option<ObjectMetaFields>) {
-        let (Some(object_ref), Some(metadata)) = (self.event.object_ref.as_mut(), metadata) else {
-            return;
-        };
-        for (slot, value) in [
-            (&mut object_ref.namespace, metadata.namespace),
-            (&mut object_ref.name, metadata.name),
-            (&mut object_ref.uid, metadata.uid),
-            (&mut object_ref.resource_version, metadata.resource_version),
-        ] {
-            if slot.is_empty() {
-                *slot = value;
-            }
-        }
-    }
-
-    fn emit(&self, stage: Stage, at: SystemTime) {
+    /// Emits the event at `stage`, stamped `at`.
+    fn emit(&mut self, stage: Stage, at: SystemTime) {
         if self.config.omit_stages.contains(stage) {
             return;
         }
-        let mut event = self.event.clone();
+        let event = self.event_mut();
         event.stage = stage;
         event.stage_timestamp = micro_time(at);
-        self.backend.process(Arc::new(event));
+        self.emit_current(stage);
+    }
+
+    /// Hands the event as it is to the backends (unless the policy omits `stage`).
+    fn emit_current(&self, stage: Stage) {
+        if !self.config.omit_stages.contains(stage) {
+            self.backend.process(Arc::clone(&self.event));
+        }
+    }
+}
+
+fn omitted(event: &mut Event, what: &str, why: &str) {
+    event
+        .annotations
+        .insert(OBJECT_OMITTED_ANNOTATION.into(), format!("{what}: {why}"));
+}
+
+/// kube-apiserver's `LogRequestObject`: empty `objectRef` fields are taken from the request
+/// object's metadata.
+fn complete_object_ref(event: &mut Event, metadata: Option<ObjectMetaFields>) {
+    let (Some(object_ref), Some(metadata)) = (event.object_ref.as_mut(), metadata) else {
+        return;
+    };
+    for (slot, value) in [
+        (&mut object_ref.namespace, metadata.namespace),
+        (&mut object_ref.name, metadata.name),
+        (&mut object_ref.uid, metadata.uid),
+        (&mut object_ref.resource_version, metadata.resource_version),
+    ] {
+        if slot.is_empty() {
+            *slot = value;
+        }
     }
 }
 
@@ -528,6 +586,17 @@ mod tests {
         serde_json::to_value(event).unwrap()
     }
 
+    /// The recorded events as JSON, in order.
+    fn recorded(recording: &Recording) -> Vec<Value> {
+        recording
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| json(e))
+            .collect()
+    }
+
     const METADATA: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n";
 
     #[test]
@@ -676,13 +745,7 @@ mod tests {
             response_body: Some(Bytes::from_static(br#"{"type":"ADDED","object":{}}"#)),
             ..Completion::default()
         });
-        let events: Vec<Value> = recording
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| json(e))
-            .collect();
+        let events = recorded(&recording);
         let stages: Vec<&Value> = events.iter().map(|e| &e["stage"]).collect();
         assert_eq!(
             stages,
@@ -805,6 +868,55 @@ mod tests {
         // Not protobuf, or cut short: nothing is made up.
         assert_eq!(protobuf_object_meta(b"k8s\x00\x12\x05ab"), None);
         assert_eq!(protobuf_object_meta(b"plain text"), None);
+    }
+
+    #[test]
+    fn micro_time_is_the_time_crates_format() {
+        let mut at = 0u64;
+        // Seconds from 1970 past 9999 with varied subseconds; the `time` crate formats them all.
+        while at < 300_000_000_000 {
+            let nanos = (at.wrapping_mul(2_654_435_761) % 1_000_000_000) as u32;
+            let time = SystemTime::UNIX_EPOCH + std::time::Duration::new(at, nanos);
+            assert_eq!(
+                micro_time(time),
+                OffsetDateTime::from(time).format(MICRO_TIME).unwrap(),
+                "{at}.{nanos:09}"
+            );
+            at = at * 3 / 2 + 86_399;
+        }
+        assert_eq!(
+            micro_time(SystemTime::UNIX_EPOCH + std::time::Duration::new(951_782_400, 999_999)),
+            "2000-02-29T00:00:00.000999Z"
+        );
+    }
+
+    #[test]
+    fn a_stage_still_held_by_a_backend_is_not_changed_by_the_next() {
+        let (auditor, recording) = auditor(METADATA);
+        let mut audit = auditor
+            .begin(&facts("GET", "/api/v1/namespaces/n/pods"), &alice())
+            .unwrap();
+        audit.set_impersonated_user(&alice());
+        audit.response_started(200);
+        audit.complete(Completion {
+            code: 404,
+            ..Completion::default()
+        });
+        let events = recorded(&recording);
+        let stages: Vec<&Value> = events.iter().map(|e| &e["stage"]).collect();
+        assert_eq!(
+            stages,
+            vec!["RequestReceived", "ResponseStarted", "ResponseComplete"]
+        );
+        assert!(events[0].get("impersonatedUser").is_none());
+        assert!(events[0].get("responseStatus").is_none());
+        assert_eq!(
+            events[0]["stageTimestamp"],
+            events[0]["requestReceivedTimestamp"]
+        );
+        assert_eq!(events[1]["impersonatedUser"]["username"], "alice");
+        assert_eq!(events[1]["responseStatus"]["code"], 200);
+        assert_eq!(events[2]["responseStatus"]["code"], 404);
     }
 
     #[test]

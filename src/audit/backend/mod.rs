@@ -177,35 +177,52 @@ const TRUNCATED_ANNOTATION: &str = "audit.k8s.io/truncated";
 enum EncodeError {
     /// Larger than the maximum event size even without its request and response objects.
     TooLarge,
-    /// serde_json failed (it does not, for [`Event`]).
-    Serialize(String),
+    /// serde_json refused it (it does not, for [`Event`]).
+    Unencodable,
 }
 
-/// The event as one JSON document (without a newline), truncated as kube-apiserver's
-/// truncate plugin does when `truncate` is set: an event over the maximum size at level
-/// `Request` or above loses its request and response objects and gains the annotation
-/// `audit.k8s.io/truncated: "true"`; one still too large is refused.
+/// The event as one JSON document (without a newline); see [`encode_into`].
 fn encode(event: &Event, truncate: Option<&TruncateSettings>) -> Result<Vec<u8>, EncodeError> {
-    let to_json =
-        |e: &Event| serde_json::to_vec(e).map_err(|e| EncodeError::Serialize(e.to_string()));
-    let mut json = to_json(event)?;
+    let mut json = Vec::new();
+    encode_into(event, truncate, &mut json)?;
+    Ok(json)
+}
+
+/// Appends the event as one JSON document (without a newline) to `out`, truncated as
+/// kube-apiserver's truncate plugin does when `truncate` is set: an event over the maximum
+/// size at level `Request` or above loses its request and response objects and gains the
+/// annotation `audit.k8s.io/truncated: "true"`; one still too large is refused (and `out` left
+/// as it was).
+fn encode_into(
+    event: &Event,
+    truncate: Option<&TruncateSettings>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    event
+        .write_json(out)
+        .map_err(|_| EncodeError::Unencodable)?;
     let Some(limits) = truncate else {
-        return Ok(json);
+        return Ok(());
     };
-    let too_large = |json: &[u8]| json.len() as u64 > limits.max_event_size;
-    if too_large(&json) && event.level >= Level::Request {
+    let too_large = |out: &Vec<u8>| (out.len() - start) as u64 > limits.max_event_size;
+    if too_large(out) && event.level >= Level::Request {
         let mut smaller = event.clone();
         smaller.request_object = None;
         smaller.response_object = None;
         smaller
             .annotations
             .insert(TRUNCATED_ANNOTATION.into(), "true".into());
-        json = to_json(&smaller)?;
+        out.truncate(start);
+        smaller
+            .write_json(out)
+            .map_err(|_| EncodeError::Unencodable)?;
     }
-    if too_large(&json) {
+    if too_large(out) {
+        out.truncate(start);
         return Err(EncodeError::TooLarge);
     }
-    Ok(json)
+    Ok(())
 }
 
 /// Warnings from a backend's worker, at most one a minute for each kind of problem, so a
@@ -321,10 +338,15 @@ mod tests {
         let mut e = event("a", Level::Metadata);
         e.annotations.insert("big".into(), "y".repeat(5000));
         assert_eq!(encode(&e, Some(&LIMITS)), Err(EncodeError::TooLarge));
-        // Request level, still too large after stripping.
+        // Request level, still too large after stripping; what was in the buffer stays.
         e.level = Level::Request;
         e.request_object = Some(object(100));
-        assert_eq!(encode(&e, Some(&LIMITS)), Err(EncodeError::TooLarge));
+        let mut out = b"before\n".to_vec();
+        assert_eq!(
+            encode_into(&e, Some(&LIMITS), &mut out),
+            Err(EncodeError::TooLarge)
+        );
+        assert_eq!(out, b"before\n");
     }
 
     #[test]

@@ -292,11 +292,8 @@ impl Sender {
         for event in &events {
             match encode(event, self.truncate.as_ref()) {
                 Ok(json) => items.push(json),
-                Err(e) => {
-                    pending.settle(&self.counters.dropped, 1);
-                    if let EncodeError::Serialize(e) = e {
-                        self.warn("encode", e);
-                    }
+                Err(EncodeError::TooLarge | EncodeError::Unencodable) => {
+                    pending.settle(&self.counters.dropped, 1)
                 }
             }
         }
