@@ -251,7 +251,10 @@ def cluster_rows(binary, out_dir, duration):
         e = dict(re.findall(r"^export (\w+)='(.*)'$", Path(envfile).read_text(), re.M))
         kubectl = [e["KUBECTL"], "--kubeconfig", e["ADMIN_KUBECONFIG"]]
         subprocess.run(kubectl + ["-n", "default", "create", "serviceaccount", "bench"], capture_output=True)
-        subprocess.run(kubectl + ["create", "clusterrolebinding", "bench-view", "--clusterrole=view",
+        # Its own role: the aggregated `view` is empty here (no controller manager aggregates it).
+        subprocess.run(kubectl + ["create", "clusterrole", "bench-read", "--verb=get,list",
+                                  "--resource=namespaces,configmaps"], capture_output=True)
+        subprocess.run(kubectl + ["create", "clusterrolebinding", "bench-read", "--clusterrole=bench-read",
                                   "--serviceaccount=default:bench", "--user=alice@example.com"], capture_output=True)
         for i in range(20):
             subprocess.run(kubectl + ["-n", "default", "create", "configmap", f"bench-{i}",
@@ -263,15 +266,15 @@ def cluster_rows(binary, out_dir, duration):
         issuer = {"url": e["DEX_ISSUER_URL"], "client_id": e["DEX_CLIENT_ID"], "ca": e["DEX_CA_FILE"],
                   "username_claim": "email"}
         proxy, port = start_proxy(binary, out_dir, issuer, [f"--kubeconfig={e['PROXY_UPSTREAM_KUBECONFIG']}"])
-        apiserver = int(Path(e["TESTENV_DIR"], "pids").read_text().split("kube-apiserver")[0].split()[-1]) \
-            if False else None
+        # scripts/cluster's pids file: one "NAME PID BINARY" line per component.
+        apiserver = next(int(line.split()[1]) for line in Path(e["TESTENV_DIR"], "pids").read_text().splitlines()
+                         if line.split()[0] == "kube-apiserver")
         try:
-            pids_d = {"upstream": proxy.pid}  # placeholder; API server CPU is not separated here
             rows = []
             for label, path in (("kube-apiserver get", NAMESPACE_PATH),
                                 ("kube-apiserver list", "/api/v1/namespaces/default/configmaps")):
                 rows += latency_rows(label, e["KUBE_APISERVER_URL"] + path, f"https://127.0.0.1:{port}{path}",
-                                     {"upstream": proxy.pid}, {"proxy": proxy.pid, "upstream": proxy.pid},
+                                     {"upstream": apiserver}, {"proxy": proxy.pid, "upstream": apiserver},
                                      [f"authorization: Bearer {sa_token}"], [f"authorization: Bearer {dex_token}"],
                                      duration, conns_list=(1, 16), protos=("h2",))
             return rows
