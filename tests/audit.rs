@@ -926,7 +926,7 @@ async fn bad_audit_configuration_stops_the_proxy_before_it_listens() {
     for (flags, message) in cases {
         let mut proxy = ProxyProcess::spawn(&ca, &issuer.url, &api.url, &flags);
         let code = proxy.wait_exit(Duration::from_secs(20));
-        let stderr = proxy.stderr();
+        let stderr = proxy.stderr_with(message).await;
         assert_eq!(code, Some(1), "{flags:?}:\n{stderr}");
         assert!(
             stderr.contains(message),

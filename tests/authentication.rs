@@ -240,7 +240,7 @@ async fn people_and_pipelines_through_one_proxy() {
     );
     assert_eq!(s.api.requests().len(), before);
 
-    let stderr = proxy.stderr();
+    let stderr = proxy.stderr_with("only main").await;
     assert!(
         stderr.contains("only evil") || stderr.contains("only acme"),
         "{stderr}"
@@ -259,7 +259,7 @@ async fn reserved_identities_are_refused_unless_allowed() {
     let mut proxy = s.proxy(&config, &[]).await;
     proxy.wait_ready().await;
     assert_eq!(s.get(&proxy, &admin).await, StatusCode::UNAUTHORIZED);
-    let stderr = proxy.stderr();
+    let stderr = proxy.stderr_with("is reserved").await;
     assert!(
         stderr.contains("mapped username \\\"system:admin\\\" is reserved")
             || stderr.contains("mapped username \"system:admin\" is reserved"),
@@ -406,7 +406,8 @@ async fn the_file_is_reloaded_without_restart_and_a_broken_version_changes_nothi
     until_status(&s, &proxy, &alice, StatusCode::UNAUTHORIZED).await;
     assert_eq!(s.get(&proxy, &beta).await, StatusCode::OK);
     assert!(proxy
-        .stderr()
+        .stderr_with("authentication configuration reloaded")
+        .await
         .contains("authentication configuration reloaded"));
 }
 

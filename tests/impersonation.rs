@@ -663,13 +663,7 @@ async fn incompatible_identity_flags_stop_the_proxy_before_it_listens() {
     );
     assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(1));
     // The pipe reader may still be catching up with the exited process.
-    for _ in 0..100 {
-        if proxy.stderr().contains("not starting") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stderr = proxy.stderr();
+    let stderr = proxy.stderr_with("not starting").await;
     for expected in [
         "--disable-impersonation cannot be combined with --extra-user-header-client-ip",
         "--disable-impersonation cannot be combined with --extra-user-headers",

@@ -136,7 +136,7 @@ impl ProxyProcess {
     }
 
     /// The stdout lines once `done` holds for them, or after 5 s: a line the proxy wrote before
-    /// answering may still be on its way through the pipe to the reader thread.
+    /// answering (or exiting) may still be on its way through the pipe to the reader thread.
     pub async fn stdout_when(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
         for _ in 0..100 {
             let lines = self.stdout();
@@ -146,6 +146,18 @@ impl ProxyProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.stdout()
+    }
+
+    /// stderr once it contains `needle`, or after 5 s (see [`Self::stdout_when`]).
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let stderr = self.stderr();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stderr()
     }
 
     pub fn stderr(&self) -> String {
