@@ -6,8 +6,6 @@
 //! `exec` without a word, and a pasted CI token dies within minutes.
 
 use std::ffi::OsString;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +13,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde_json::{json, Value};
 
+use crate::credential::cache::write_private;
 use crate::credential::{CommonOptions, Provider};
 
 /// `kube-oidc-proxy kubeconfig`: the command line.
@@ -125,20 +124,6 @@ pub fn kubeconfig(args: &KubeconfigArgs, plugin_command: &str) -> Result<Value, 
     }))
 }
 
-/// Writes `text` to `path` with mode 0600, aside and renamed over.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// `kube-oidc-proxy kubeconfig …` as a program: `args` starts with `kubeconfig`.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args = KubeconfigArgs::parse_from(args);
@@ -158,7 +143,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             print!("{yaml}");
             Ok(())
         } else {
-            write_private(&args.output, &yaml)
+            write_private(&args.output, yaml.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", args.output.display()))
         }
     });
@@ -278,10 +263,11 @@ mod tests {
 
     #[test]
     fn writes_a_private_file() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         std::fs::write(&path, "old").unwrap();
-        write_private(&path, "new").unwrap();
+        write_private(&path, b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -57,6 +57,22 @@ fn private(meta: &fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` so that no one else can read it and no reader ever sees half of it:
+/// a 0600 file with a unique name beside `path` (tempfile), synced, then renamed over `path`.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 fn seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -140,17 +156,10 @@ impl Cache {
             iat: token.issued.map(seconds),
         };
         let path = self.path(key);
-        let write = || -> std::io::Result<()> {
-            // tempfile creates the file 0600 with a unique name in the same directory.
-            let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-            file.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o600))?;
-            file.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
-            file.as_file().sync_all()?;
-            file.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        };
-        write().map_err(|e| format!("cannot write cache file {}: {e}", path.display()))?;
+        serde_json::to_vec(&entry)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_private(&path, &bytes))
+            .map_err(|e| format!("cannot write cache file {}: {e}", path.display()))?;
         self.prune(SystemTime::now());
         Ok(())
     }

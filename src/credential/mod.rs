@@ -8,7 +8,7 @@
 //! audience and job, so not every `kubectl` process mints one. The token is printed on stdout
 //! in the ExecCredential only: never in a message on stderr.
 
-mod cache;
+pub(crate) mod cache;
 mod command;
 mod exec_credential;
 mod file;
