@@ -138,26 +138,12 @@ impl ProxyProcess {
     /// The stdout lines once `done` holds for them, or after 5 s: a line the proxy wrote before
     /// answering (or exiting) may still be on its way through the pipe to the reader thread.
     pub async fn stdout_when(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        for _ in 0..100 {
-            let lines = self.stdout();
-            if done(&lines) {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.stdout()
+        eventually(|| self.stdout(), |lines| done(lines)).await
     }
 
     /// stderr once it contains `needle`, or after 5 s (see [`Self::stdout_when`]).
     pub async fn stderr_with(&self, needle: &str) -> String {
-        for _ in 0..100 {
-            let stderr = self.stderr();
-            if stderr.contains(needle) {
-                return stderr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.stderr()
+        eventually(|| self.stderr(), |stderr| stderr.contains(needle)).await
     }
 
     pub fn stderr(&self) -> String {
@@ -186,4 +172,17 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `read()` once `done` holds for it, polling every 50 ms for at most 5 s; the last reading
+/// otherwise, for the caller's assertion to show.
+async fn eventually<T>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
+    for _ in 0..100 {
+        let value = read();
+        if done(&value) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    read()
 }
