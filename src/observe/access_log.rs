@@ -54,14 +54,8 @@ impl Source {
             return;
         }
         let peer = out[start..out.len() - 3].to_string();
-        let mut first = true;
-        for entry in self.forwarded_for.iter().filter(|entry| **entry != peer) {
-            if !first {
-                out.push_str(", ");
-            }
-            first = false;
-            push_escaped(out, entry);
-        }
+        let others = self.forwarded_for.iter().filter(|entry| **entry != peer);
+        push_joined(out, others, ", ");
     }
 }
 
