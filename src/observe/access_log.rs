@@ -18,6 +18,7 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::authn::UserInfo;
+use crate::observe::digits;
 
 /// Where a request came from, as logged.
 #[derive(Debug, Clone)]
@@ -84,38 +85,34 @@ fn push_joined<'a>(out: &mut String, items: impl IntoIterator<Item = &'a String>
     }
 }
 
-/// `[2021-11-25T01:05:17+0000] `: the Go proxy's timestamp, written without a format parser
-/// (the line is built on every request).
+/// `[2021-11-25T01:05:17+0000] `: the Go proxy's timestamp ([`digits`]: built per request).
 fn push_timestamp(out: &mut String, now: OffsetDateTime) {
-    let offset = now.offset();
-    out.push('[');
     let year = now.year();
-    if year < 0 {
-        out.push('-');
+    if !(0..=9999).contains(&year) {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"
+        );
+        let _ = write!(out, "[{}] ", now.format(&format).unwrap_or_default());
+        return;
     }
-    let year = year.unsigned_abs();
-    push_two_digits(out, year / 100);
-    push_two_digits(out, year % 100);
-    for (separator, value) in [
-        ('-', u8::from(now.month())),
-        ('-', now.day()),
-        ('T', now.hour()),
-        (':', now.minute()),
-        (':', now.second()),
+    let offset = now.offset();
+    let mut text = *b"[0000-00-00T00:00:00+0000] ";
+    for (range, value) in [
+        (1..5, year.unsigned_abs()),
+        (6..8, u32::from(u8::from(now.month()))),
+        (9..11, u32::from(now.day())),
+        (12..14, u32::from(now.hour())),
+        (15..17, u32::from(now.minute())),
+        (18..20, u32::from(now.second())),
+        (21..23, u32::from(offset.whole_hours().unsigned_abs())),
+        (23..25, u32::from(offset.minutes_past_hour().unsigned_abs())),
     ] {
-        out.push(separator);
-        push_two_digits(out, value.into());
+        digits::fill(&mut text[range], value);
     }
-    out.push(if offset.is_negative() { '-' } else { '+' });
-    push_two_digits(out, offset.whole_hours().unsigned_abs().into());
-    push_two_digits(out, offset.minutes_past_hour().unsigned_abs().into());
-    out.push_str("] ");
-}
-
-/// `n` (below 100) as two digits, without the formatting machinery.
-fn push_two_digits(out: &mut String, n: u32) {
-    out.push(char::from(b'0' + (n / 10 % 10) as u8));
-    out.push(char::from(b'0' + (n % 10) as u8));
+    if offset.is_negative() {
+        text[20] = b'-';
+    }
+    out.push_str(digits::text(&text));
 }
 
 /// `name / groups / [uid / ]key=v1|v2 ...`, every field escaped.
