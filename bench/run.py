@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NAMESPACE_PATH = "/api/v1/namespaces/default"
+WATCH_PATH = "/api/v1/namespaces/default/configmaps?watch=true"
 
 
 def log(*args):
@@ -139,6 +140,7 @@ def start_proxy(binary, out, issuer, upstream_args):
                  f"--oidc-username-claim={issuer.get('username_claim', 'sub')}",
                  "--oidc-groups-claim=groups", *upstream_args])
     wait_ready(probe, proc)
+    proc.probe_port = probe
     return proc, port
 
 
@@ -188,9 +190,9 @@ def memory_rows(proxy, proxy_port, upstream_port, token):
     rows["idle_hwm_kib"] = rss_kib(proxy.pid, "VmHWM")
     auth = [f"Authorization: Bearer {token}"]
     loop = asyncio.new_event_loop()
-    # watch=true: a watch by kube-apiserver's rule, so the proxy routes it as long-running (a plain
-    # "/watch" would be a short request, multiplexed over HTTP/2 and capped by the stream limit).
-    conns = loop.run_until_complete(hold_watches(proxy_port, "/watch?watch=true", auth, 1000))
+    # A watch by kube-apiserver's rule (a resource path with watch=true), so the proxy routes and
+    # counts it as long-running; a plain "/watch" would be a short request.
+    conns = loop.run_until_complete(hold_watches(proxy_port, WATCH_PATH, auth, 1000))
     time.sleep(1)
     rows["watches_1000_rss_kib"] = rss_kib(proxy.pid)
     for w in conns:
@@ -214,6 +216,34 @@ def memory_rows(proxy, proxy_port, upstream_port, token):
     rows["stream_1g_max_rss_kib"] = max(samples) if samples else before
     rows["stream_1g_samples"] = len(samples)
     return rows
+
+
+def long_running_in_flight(proxy):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proxy.probe_port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^kube_oidc_proxy_requests_in_flight\{kind="long_running"\} (\d+)', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def h2_watches_rss(proxy, proxy_port, token, count, per_conn=100):
+    """RSS with `count` watches held the way client-go holds them: streams multiplexed over HTTP/2
+    connections (h2load, `per_conn` streams each: the proxy's default stream limit)."""
+    conns = -(-count // per_conn)
+    load = subprocess.Popen(["h2load", "-c", str(conns), "-m", str(per_conn), "-n", str(count),
+                             "-H", f"authorization: Bearer {token}",
+                             f"https://127.0.0.1:{proxy_port}{WATCH_PATH}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while long_running_in_flight(proxy) < count:
+            if time.time() > deadline or load.poll() is not None:
+                raise RuntimeError(f"only {long_running_in_flight(proxy)} of {count} HTTP/2 watches opened")
+            time.sleep(0.2)
+        time.sleep(1)
+        return rss_kib(proxy.pid)
+    finally:
+        load.kill()
+        load.wait()
 
 
 WRK_TOKENS_LUA = """
@@ -332,6 +362,11 @@ def main():
         many = wrk_rps(f"https://127.0.0.1:{proxy_port}{NAMESPACE_PATH}", work / "tokens", args.duration)
         log(f"tokens: one {one:.0f} req/s, 10,000 distinct {many:.0f} req/s")
         memory = memory_rows(proxy, proxy_port, port, token)
+        # A fresh proxy: glibc keeps what the HTTP/1.1 watches freed, which would hide this figure.
+        proxy.stop()
+        proxy, proxy_port = start_proxy(binary, work, issuer, [f"--server=https://127.0.0.1:{port}",
+                                                               f"--certificate-authority={work}/ca.crt", "--token=bench"])
+        memory["watches_1000_h2_rss_kib"] = h2_watches_rss(proxy, proxy_port, token, 1000)
         log("memory", memory)
     finally:
         proxy.stop()
@@ -345,7 +380,8 @@ def main():
               f"Distinct tokens (HTTP/1.1, 16 connections, wrk): one token {one:.0f} req/s, 10,000 users "
               f"{many:.0f} req/s, ratio {many / one:.2f}.", "",
               "Memory of the proxy (RSS, KiB, read from /proc):",
-              f"idle {memory['idle_rss_kib']}; with 1,000 open watches {memory['watches_1000_rss_kib']}; "
+              f"idle {memory['idle_rss_kib']}; with 1,000 open watches {memory['watches_1000_rss_kib']} "
+              f"(one HTTP/1.1 connection each), {memory['watches_1000_h2_rss_kib']} (HTTP/2, 100 per connection); "
               f"streaming 1 GiB: before {memory['stream_1g_before_rss_kib']}, max {memory['stream_1g_max_rss_kib']} "
               f"over {memory['stream_1g_samples']} samples."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

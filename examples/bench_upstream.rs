@@ -6,8 +6,9 @@
 //! for distinct users, one per line), then serves on 127.0.0.1 and prints `PORT <n>` on stdout.
 //!
 //! Routes: `/.well-known/openid-configuration` and `/keys` (the issuer);
-//! `/api/v1/namespaces/default` (a small JSON object, like the API server's); `/watch` (headers,
-//! then silence until the client leaves); `/big?bytes=N` (N bytes streamed in 64 KiB chunks).
+//! `/api/v1/namespaces/default` (a small JSON object, like the API server's); `/watch` and any
+//! other path with `watch=true` in its query (headers, then silence until the client leaves);
+//! `/big?bytes=N` (N bytes streamed in 64 KiB chunks).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/support/jwt.rs"]
@@ -31,9 +32,19 @@ type Body = BoxBody<Bytes, Infallible>;
 
 const NAMESPACE: &[u8] = br#"{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"default","uid":"6c6f6e67-2d75-6964-2d66-6f722d62656e","resourceVersion":"42","creationTimestamp":"2026-01-01T00:00:00Z","labels":{"kubernetes.io/metadata.name":"default"}},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}"#;
 
+fn silent_watch() -> Response<Body> {
+    let stream = futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>();
+    Response::new(StreamBody::new(stream).boxed())
+}
+
 fn respond(request: &Request<Incoming>, discovery: &Bytes, keys: &Bytes) -> Response<Body> {
     let full = |b: Bytes| Full::new(b).boxed();
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "watch=true"));
     match request.uri().path() {
+        _ if watch => silent_watch(),
         "/.well-known/openid-configuration" => Response::new(full(discovery.clone())),
         "/keys" => Response::new(full(keys.clone())),
         "/api/v1/namespaces/default" => {
@@ -42,10 +53,7 @@ fn respond(request: &Request<Incoming>, discovery: &Bytes, keys: &Bytes) -> Resp
                 .insert("content-type", "application/json".parse().unwrap());
             r
         }
-        "/watch" => {
-            let stream = futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>();
-            Response::new(StreamBody::new(stream).boxed())
-        }
+        "/watch" => silent_watch(),
         "/big" => {
             let total: u64 = request
                 .uri()
