@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -98,9 +98,9 @@ pub enum UpstreamError {
     Timeout(Duration),
 }
 
-type Service = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
+type Service = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
 
 /// Which connections a request travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,11 +233,11 @@ pub async fn kube_config(overrides: &ClientOverrides) -> Result<kube::Config, Up
     Ok(config)
 }
 
-fn build_service(
+/// The TLS connector to the API server, offering `h2` by ALPN only when `http2`.
+fn connector(
     config: &kube::Config,
     http2: bool,
-    pooled: bool,
-) -> Result<Service, UpstreamConfigError> {
+) -> Result<HttpsConnector<HttpConnector>, UpstreamConfigError> {
     let client_err = |e: &dyn std::fmt::Display| UpstreamConfigError::Client(e.to_string());
     let mut tls = config.rustls_client_config().map_err(|e| client_err(&e))?;
     tls.alpn_protocols.clear();
@@ -261,24 +261,47 @@ fn build_service(
         }
         None => builder,
     };
-    let connector = if http2 {
+    Ok(if http2 {
         builder.enable_all_versions().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
-    };
+    })
+}
+
+/// A hyper client over `connector`; `pooled: false` never reuses a connection.
+fn client(
+    connector: HttpsConnector<HttpConnector>,
+    pooled: bool,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut client = Client::builder(TokioExecutor::new());
     // Redirects are never followed: this client has no redirect logic at all.
     client.timer(hyper_util::rt::TokioTimer::new());
     if !pooled {
         client.pool_max_idle_per_host(0);
     }
-    let client: Client<_, Body> = client.build(connector);
-    let auth = config.auth_layer().map_err(|e| client_err(&e))?;
+    client.build(connector)
+}
+
+/// `service` with the credentials of `config` attached to every request.
+fn with_credentials<S>(config: &kube::Config, service: S) -> Result<Service, UpstreamConfigError>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let auth = config
+        .auth_layer()
+        .map_err(|e| UpstreamConfigError::Client(e.to_string()))?;
     // Errors are boxed before the credential layer, whose refreshing variant fails with BoxError.
     let service = ServiceBuilder::new()
         .option_layer(auth)
-        .service(client.map_err(BoxError::from));
+        .service(service.map_err(Into::into));
     Ok(BoxCloneSyncService::new(service))
+}
+
+/// A response with its body boxed.
+fn boxed_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    response.map(crate::proxy::boxed)
 }
 
 impl Upstream {
@@ -287,11 +310,19 @@ impl Upstream {
         config: &kube::Config,
         request_timeout: Option<Duration>,
     ) -> Result<Self, UpstreamConfigError> {
+        let http2 = connector(config, true)?;
+        let http1 = connector(config, false)?;
         Ok(Self {
             base: config.cluster_url.clone(),
-            service: build_service(config, true, true)?,
-            long_running_service: build_service(config, false, true)?,
-            upgrade_service: build_service(config, false, false)?,
+            service: with_credentials(config, client(http2, true).map_response(boxed_response))?,
+            long_running_service: with_credentials(
+                config,
+                client(http1.clone(), true).map_response(boxed_response),
+            )?,
+            upgrade_service: with_credentials(
+                config,
+                client(http1, false).map_response(boxed_response),
+            )?,
             request_timeout,
         })
     }
@@ -352,8 +383,7 @@ impl Upstream {
         &self,
         request: Request<Body>,
         route: Route,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static>>
-    {
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>> {
         // A boxed 'static future: it keeps the pipeline's futures provably `Send` (rustc cannot
         // prove it through the boxed tower service for every lifetime otherwise).
         let mut service = match route {
