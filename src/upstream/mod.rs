@@ -6,15 +6,17 @@
 //! cannot stream and whose retry layer would re-send requests (rust-ecosystem.md §2.4); kube
 //! supplies the TLS configuration and the credential layer.
 //!
-//! Two pools: ordinary requests negotiate HTTP/2 when the API server offers it; upgrade
-//! requests (exec, attach, port-forward) always use HTTP/1.1 on a dedicated connection that is
-//! never pooled, so nothing else can ever travel on a connection a client tried to upgrade
-//! (k8s-semantics §4.3, §5.1).
+//! Three routes ([`Route`]): ordinary requests negotiate HTTP/2 when the API server offers it;
+//! watches and followed logs travel on their own HTTP/2 connections, a bounded number of streams
+//! each ([`lanes`]); upgrade requests (exec, attach, port-forward) always use HTTP/1.1 on a
+//! dedicated connection that is never pooled, so nothing else can ever travel on a connection a
+//! client tried to upgrade (k8s-semantics §4.3, §5.1).
 //!
 //! [`Upstream::without_credentials`] is the same client without any of the proxy's credentials,
 //! for requests that carry the caller's own token (`--token-passthrough`,
 //! `--disable-impersonation`); [`review`] asks the API server's review APIs.
 
+mod lanes;
 pub mod review;
 
 use std::future::Future;
@@ -107,10 +109,11 @@ type ResponseFuture =
 pub enum Route {
     /// Short requests: multiplexed over HTTP/2 when the API server offers it.
     Multiplexed,
-    /// Watches and followed logs: a pooled HTTP/1.1 connection each. An HTTP/2 connection
-    /// carries at most the server's `MAX_CONCURRENT_STREAMS`, and hyper's client queues (rather
-    /// than opening another connection) beyond it, so long-lived streams there would starve
-    /// every other request once that many watches are open.
+    /// Watches and followed logs: HTTP/2 connections of their own, each carrying a bounded
+    /// number of streams ([`lanes`]). On the multiplexed connection they would starve every
+    /// other request once the server's `MAX_CONCURRENT_STREAMS` are open: hyper's client queues
+    /// beyond it rather than opening another connection. Pooled HTTP/1.1 connections, one per
+    /// request, when the API server does not speak HTTP/2.
     LongRunning,
     /// Upgrades: a dedicated, never-pooled HTTP/1.1 connection.
     Upgrade,
@@ -305,20 +308,18 @@ fn boxed_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
 }
 
 impl Upstream {
-    /// Builds the three pools from kube's configuration.
+    /// Builds the three routes' pools from kube's configuration.
     pub fn new(
         config: &kube::Config,
         request_timeout: Option<Duration>,
     ) -> Result<Self, UpstreamConfigError> {
         let http2 = connector(config, true)?;
         let http1 = connector(config, false)?;
+        let long_running = lanes::Lanes::new(http2.clone(), client(http1.clone(), true));
         Ok(Self {
             base: config.cluster_url.clone(),
             service: with_credentials(config, client(http2, true).map_response(boxed_response))?,
-            long_running_service: with_credentials(
-                config,
-                client(http1.clone(), true).map_response(boxed_response),
-            )?,
+            long_running_service: with_credentials(config, long_running)?,
             upgrade_service: with_credentials(
                 config,
                 client(http1, false).map_response(boxed_response),
