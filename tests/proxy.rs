@@ -3,14 +3,16 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde_json::{json, Value};
 use support::apiserver::FakeApiServer;
-use support::http::{body_bytes, client, empty, full};
+use support::http::{body_bytes, client, empty, full, ConnectionId, MAX_CONCURRENT_STREAMS};
 use support::issuer::TestIssuer;
 use support::jwt::{Alg, TestKey};
 use support::pki::TestCa;
@@ -518,24 +520,22 @@ async fn websocket_token_in_subprotocol_is_accepted_and_never_forwarded() {
     assert!(head.starts_with("http/1.1 401"), "{head}");
 }
 
-/// Regression: watches used to share the multiplexed HTTP/2 upstream connection, whose
-/// server-side stream limit (200 for hyper, 250 for kube-apiserver by default) then queued every
-/// later request behind them forever.
-#[tokio::test]
-async fn many_open_watches_do_not_starve_other_requests() {
-    let s = setup(&[]).await;
+/// Opens `count` watches of `path` through the proxy at once, each on its own client
+/// connection, and waits for every one's response headers.
+async fn open_watches(s: &Setup, path: &str, count: usize) -> Vec<Response<Incoming>> {
     let token = s.alice();
     let client = client(&s.ca, false);
-    let mut watches = Vec::new();
-    for _ in 0..220 {
-        let request = Request::get(format!("{}/quiet-watch?watch=true", s.proxy.url))
-            .header("authorization", format!("Bearer {token}"))
-            .body(empty())
-            .unwrap();
-        watches.push(tokio::spawn(client.request(request)));
-    }
+    let pending: Vec<_> = (0..count)
+        .map(|_| {
+            let request = Request::get(format!("{}{path}", s.proxy.url))
+                .header("authorization", format!("Bearer {token}"))
+                .body(empty())
+                .unwrap();
+            tokio::spawn(client.request(request))
+        })
+        .collect();
     let mut open = Vec::new();
-    for watch in watches {
+    for watch in pending {
         let response = tokio::time::timeout(Duration::from_secs(30), watch)
             .await
             .expect("a watch was not answered")
@@ -544,12 +544,167 @@ async fn many_open_watches_do_not_starve_other_requests() {
         assert_eq!(response.status(), StatusCode::OK);
         open.push(response);
     }
+    open
+}
+
+/// The upstream connections that requests for `path` came on.
+fn connections_of(api: &FakeApiServer, path: &str) -> HashSet<ConnectionId> {
+    api.forwarded()
+        .iter()
+        .filter(|r| r.uri.parse::<http::Uri>().unwrap().path() == path)
+        .map(|r| r.connection)
+        .collect()
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// Waits (bounded) until `read` gives the same value for half a second: a stream that still
+/// moves would only make the caller's check pass too early, never fail wrongly.
+async fn until_settled(what: &str, read: impl Fn() -> u64) {
+    let mut last = read();
+    let mut unchanged = 0;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = read();
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        if unchanged == 10 {
+            return;
+        }
+        last = now;
+    }
+    panic!("never: {what}");
+}
+
+/// Regression: watches used to share the multiplexed HTTP/2 upstream connection, whose
+/// server-side stream limit (200 for hyper, 250 for kube-apiserver by default) then queued every
+/// later request behind them forever. More watches than that limit, and than one lane carries,
+/// all open.
+#[tokio::test]
+async fn many_open_watches_do_not_starve_other_requests() {
+    const WATCHES: usize = 250;
+    const _: () = assert!(WATCHES > MAX_CONCURRENT_STREAMS as usize);
+    let s = setup(&[]).await;
+    let _watches = open_watches(&s, "/quiet-watch?watch=true", WATCHES).await;
     let (parts, _) = tokio::time::timeout(
         Duration::from_secs(30),
-        s.get_path("/api/v1/namespaces", Some(&token)),
+        s.get_path("/api/v1/namespaces", Some(&s.alice())),
     )
     .await
     .expect("an ordinary request was starved by open watches");
     assert_eq!(parts.status, StatusCode::OK);
-    drop(open);
+}
+
+/// Watches travel over HTTP/2 upstream, at most 100 to a connection ("lanes"), with the proxy's
+/// credentials; a closed watch frees its place for the next one.
+#[tokio::test]
+async fn watches_share_upstream_connections_a_hundred_each() {
+    let s = setup(&[]).await;
+    let mut watches = open_watches(&s, "/quiet-watch?watch=true", 250).await;
+    assert_eq!(connections_of(&s.api, "/quiet-watch").len(), 3);
+    for seen in s.api.forwarded() {
+        assert_eq!(seen.version, http::Version::HTTP_2);
+        assert_eq!(
+            seen.headers["authorization"],
+            "Bearer proxy-service-account-token"
+        );
+        assert_eq!(seen.headers["impersonate-user"], "alice");
+    }
+
+    // Closed watches free their places on the lanes once the proxy has ended their streams.
+    watches.drain(..100);
+    until("100 watches ended upstream", || {
+        s.api.open_quiet_watches() == 150
+    })
+    .await;
+    let reopened = open_watches(&s, "/quiet-watch?watch=true", 100).await;
+    assert_eq!(s.api.open_quiet_watches(), 250);
+    assert_eq!(connections_of(&s.api, "/quiet-watch").len(), 3);
+    drop((watches, reopened));
+}
+
+/// A client that stops reading its watch stalls only that stream: the upstream connection it
+/// shares with other watches keeps flowing, however much the upstream writes to the stalled ones.
+#[tokio::test]
+async fn stalled_watches_do_not_block_their_lane() {
+    let s = setup(&[]).await;
+    let mut watch = open_watches(&s, "/watch?watch=true", 1).await.remove(0);
+    const STALLED: u64 = 20;
+    // Never read: each fills its stream's window in the proxy and the buffers on the way to
+    // its client, then the upstream can write no more to it.
+    let stalled = open_watches(&s, "/flood?watch=true", STALLED as usize).await;
+    until("the stalled watches filled their windows", || {
+        s.api.flooded_bytes() >= STALLED << 20
+    })
+    .await;
+    until_settled("the stalled watches stopped taking data", || {
+        s.api.flooded_bytes()
+    })
+    .await;
+    let lanes = connections_of(&s.api, "/flood");
+    assert_eq!(lanes.len(), 1);
+    assert_eq!(lanes, connections_of(&s.api, "/watch"));
+
+    let event = r#"{"type":"ADDED","object":{"kind":"ConfigMap"}}"#;
+    s.api.send_watch_event(event).await;
+    let mut received = Vec::new();
+    while received.len() < event.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(30), watch.body_mut().frame())
+            .await
+            .expect("the watch sharing a lane with stalled ones stopped receiving")
+            .unwrap()
+            .unwrap();
+        received.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert_eq!(received, event.as_bytes());
+    drop(stalled);
+}
+
+/// Against an API server without HTTP/2, watches go over HTTP/1.1 connections.
+#[tokio::test]
+async fn watches_fall_back_to_http1_without_http2_upstream() {
+    let ca = TestCa::new();
+    let issuer = TestIssuer::start(&ca).await;
+    let api = FakeApiServer::start_http1_only(&ca).await;
+    let proxy = ProxyProcess::start(
+        &ca,
+        &issuer.url,
+        &api.url,
+        &["--oidc-groups-claim=groups".to_string()],
+    )
+    .await;
+    let s = Setup {
+        ca,
+        issuer,
+        api,
+        proxy,
+    };
+    let quiet = open_watches(&s, "/quiet-watch?watch=true", 3).await;
+    let mut watch = open_watches(&s, "/watch?watch=true", 1).await.remove(0);
+    s.api.send_watch_event(r#"{"type":"ADDED"}"#).await;
+    let frame = tokio::time::timeout(Duration::from_secs(30), watch.body_mut().frame())
+        .await
+        .expect("the watch received nothing")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), r#"{"type":"ADDED"}"#);
+    let forwarded = s.api.forwarded();
+    assert_eq!(forwarded.len(), 4);
+    for seen in forwarded {
+        assert_eq!(seen.version, http::Version::HTTP_11);
+        assert_eq!(
+            seen.headers["authorization"],
+            "Bearer proxy-service-account-token"
+        );
+    }
+    assert_eq!(connections_of(&s.api, "/quiet-watch").len(), 3);
+    drop(quiet);
 }

@@ -578,7 +578,7 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_response_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, boxed(body))
+        Response::from_parts(parts, body)
     }
 }
 

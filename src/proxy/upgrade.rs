@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{header, HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
@@ -94,7 +93,7 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
 /// behind the request is ever read as a new request.
 /// `on_close` runs once the splice has ended (at once when nothing is spliced).
 pub fn finish(
-    mut response: Response<Incoming>,
+    mut response: Response<Body>,
     client: OnUpgrade,
     metrics: &Metrics,
     on_close: impl FnOnce() + Send + 'static,
@@ -106,7 +105,7 @@ pub fn finish(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         on_close();
-        return Response::from_parts(parts, boxed(body));
+        return Response::from_parts(parts, body);
     }
     if response.headers().get(header::UPGRADE).is_none() {
         // Nothing to splice to; dropping the response closes the upstream connection, and

@@ -6,15 +6,17 @@
 //! cannot stream and whose retry layer would re-send requests (rust-ecosystem.md §2.4); kube
 //! supplies the TLS configuration and the credential layer.
 //!
-//! Two pools: ordinary requests negotiate HTTP/2 when the API server offers it; upgrade
-//! requests (exec, attach, port-forward) always use HTTP/1.1 on a dedicated connection that is
-//! never pooled, so nothing else can ever travel on a connection a client tried to upgrade
-//! (k8s-semantics §4.3, §5.1).
+//! Three routes ([`Route`]): ordinary requests negotiate HTTP/2 when the API server offers it;
+//! watches and followed logs travel on their own HTTP/2 connections, a bounded number of streams
+//! each ([`lanes`]); upgrade requests (exec, attach, port-forward) always use HTTP/1.1 on a
+//! dedicated connection that is never pooled, so nothing else can ever travel on a connection a
+//! client tried to upgrade (k8s-semantics §4.3, §5.1).
 //!
 //! [`Upstream::without_credentials`] is the same client without any of the proxy's credentials,
 //! for requests that carry the caller's own token (`--token-passthrough`,
 //! `--disable-impersonation`); [`review`] asks the API server's review APIs.
 
+mod lanes;
 pub mod review;
 
 use std::future::Future;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -98,19 +100,20 @@ pub enum UpstreamError {
     Timeout(Duration),
 }
 
-type Service = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
+type Service = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
 
 /// Which connections a request travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// Short requests: multiplexed over HTTP/2 when the API server offers it.
     Multiplexed,
-    /// Watches and followed logs: a pooled HTTP/1.1 connection each. An HTTP/2 connection
-    /// carries at most the server's `MAX_CONCURRENT_STREAMS`, and hyper's client queues (rather
-    /// than opening another connection) beyond it, so long-lived streams there would starve
-    /// every other request once that many watches are open.
+    /// Watches and followed logs: HTTP/2 connections of their own, each carrying a bounded
+    /// number of streams ([`lanes`]). On the multiplexed connection they would starve every
+    /// other request once the server's `MAX_CONCURRENT_STREAMS` are open: hyper's client queues
+    /// beyond it rather than opening another connection. Pooled HTTP/1.1 connections, one per
+    /// request, when the API server does not speak HTTP/2.
     LongRunning,
     /// Upgrades: a dedicated, never-pooled HTTP/1.1 connection.
     Upgrade,
@@ -233,11 +236,11 @@ pub async fn kube_config(overrides: &ClientOverrides) -> Result<kube::Config, Up
     Ok(config)
 }
 
-fn build_service(
+/// The TLS connector to the API server, offering `h2` by ALPN only when `http2`.
+fn connector(
     config: &kube::Config,
     http2: bool,
-    pooled: bool,
-) -> Result<Service, UpstreamConfigError> {
+) -> Result<HttpsConnector<HttpConnector>, UpstreamConfigError> {
     let client_err = |e: &dyn std::fmt::Display| UpstreamConfigError::Client(e.to_string());
     let mut tls = config.rustls_client_config().map_err(|e| client_err(&e))?;
     tls.alpn_protocols.clear();
@@ -261,37 +264,66 @@ fn build_service(
         }
         None => builder,
     };
-    let connector = if http2 {
+    Ok(if http2 {
         builder.enable_all_versions().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
-    };
+    })
+}
+
+/// A hyper client over `connector`; `pooled: false` never reuses a connection.
+fn client(
+    connector: HttpsConnector<HttpConnector>,
+    pooled: bool,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut client = Client::builder(TokioExecutor::new());
     // Redirects are never followed: this client has no redirect logic at all.
     client.timer(hyper_util::rt::TokioTimer::new());
     if !pooled {
         client.pool_max_idle_per_host(0);
     }
-    let client: Client<_, Body> = client.build(connector);
-    let auth = config.auth_layer().map_err(|e| client_err(&e))?;
+    client.build(connector)
+}
+
+/// `service` with the credentials of `config` attached to every request.
+fn with_credentials<S>(config: &kube::Config, service: S) -> Result<Service, UpstreamConfigError>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let auth = config
+        .auth_layer()
+        .map_err(|e| UpstreamConfigError::Client(e.to_string()))?;
     // Errors are boxed before the credential layer, whose refreshing variant fails with BoxError.
     let service = ServiceBuilder::new()
         .option_layer(auth)
-        .service(client.map_err(BoxError::from));
+        .service(service.map_err(Into::into));
     Ok(BoxCloneSyncService::new(service))
 }
 
+/// A response with its body boxed.
+fn boxed_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    response.map(crate::proxy::boxed)
+}
+
 impl Upstream {
-    /// Builds the three pools from kube's configuration.
+    /// Builds the three routes' pools from kube's configuration.
     pub fn new(
         config: &kube::Config,
         request_timeout: Option<Duration>,
     ) -> Result<Self, UpstreamConfigError> {
+        let http2 = connector(config, true)?;
+        let http1 = connector(config, false)?;
+        let long_running = lanes::Lanes::new(http2.clone(), client(http1.clone(), true));
         Ok(Self {
             base: config.cluster_url.clone(),
-            service: build_service(config, true, true)?,
-            long_running_service: build_service(config, false, true)?,
-            upgrade_service: build_service(config, false, false)?,
+            service: with_credentials(config, client(http2, true).map_response(boxed_response))?,
+            long_running_service: with_credentials(config, long_running)?,
+            upgrade_service: with_credentials(
+                config,
+                client(http1, false).map_response(boxed_response),
+            )?,
             request_timeout,
         })
     }
@@ -352,8 +384,7 @@ impl Upstream {
         &self,
         request: Request<Body>,
         route: Route,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static>>
-    {
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>> {
         // A boxed 'static future: it keeps the pipeline's futures provably `Send` (rustc cannot
         // prove it through the boxed tower service for every lifetime otherwise).
         let mut service = match route {

@@ -3,6 +3,7 @@
 //! programmable SubjectAccessReview / TokenReview answers (`super::reviews`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::http::{empty, full, serve, Body, Handler};
+use super::http::{empty, full, serve, Body, ConnectionId, Handler};
 use super::pki::{server_config, TestCa};
 use super::reviews::{Reviews, SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS};
 
@@ -26,6 +27,8 @@ pub struct Recorded {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The connection it came on.
+    pub connection: ConnectionId,
 }
 
 impl Recorded {
@@ -47,14 +50,34 @@ pub struct FakeApiServer {
     watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>>,
     /// Answers of the review APIs.
     pub reviews: Arc<Reviews>,
+    /// `/quiet-watch` responses whose stream is still open.
+    quiet_watches: Arc<AtomicUsize>,
+    /// Bytes handed to hyper by every `/flood` response so far.
+    flooded: Arc<AtomicU64>,
 }
 
 impl FakeApiServer {
+    /// A fake API server offering HTTP/2 and HTTP/1.1.
     pub async fn start(ca: &TestCa) -> Self {
+        Self::start_with_alpn(ca, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// A fake API server that speaks HTTP/1.1 only.
+    pub async fn start_http1_only(ca: &TestCa) -> Self {
+        Self::start_with_alpn(ca, &[b"http/1.1"]).await
+    }
+
+    async fn start_with_alpn(ca: &TestCa, alpn: &[&[u8]]) -> Self {
         let leaf = ca.leaf("apiserver");
         let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>> = Arc::default();
         let reviews: Arc<Reviews> = Arc::default();
+        let quiet_watches: Arc<AtomicUsize> = Arc::default();
+        let flooded: Arc<AtomicU64> = Arc::default();
+        let counters = Counters {
+            quiet_watches: quiet_watches.clone(),
+            flooded: flooded.clone(),
+        };
         let handler: Handler = {
             let recorded = recorded.clone();
             let watch_tx = watch_tx.clone();
@@ -63,8 +86,13 @@ impl FakeApiServer {
                 let recorded = recorded.clone();
                 let watch_tx = watch_tx.clone();
                 let reviews = reviews.clone();
+                let counters = counters.clone();
                 Box::pin(async move {
                     let path = request.uri().path().to_string();
+                    let connection = *request
+                        .extensions()
+                        .get::<ConnectionId>()
+                        .expect("serve numbers connections");
                     // The proxy's readiness check, answered as kube-apiserver does and kept out
                     // of the record of what the proxy forwarded.
                     if path == "/readyz" {
@@ -87,22 +115,35 @@ impl FakeApiServer {
                         version: parts.version,
                         headers: parts.headers.clone(),
                         body: body.clone(),
+                        connection,
                     });
                     if let Some(answer) = reviews.respond(&path, &body).await {
                         return answer;
                     }
-                    route(&path, parts, body, upgrade, watch_tx).await
+                    route(&path, parts, body, upgrade, watch_tx, counters).await
                 })
             })
         };
-        let address = serve(Some(server_config(&leaf, &[b"h2", b"http/1.1"])), handler).await;
+        let address = serve(Some(server_config(&leaf, alpn)), handler).await;
         Self {
             url: format!("https://127.0.0.1:{}", address.port()),
             address,
             recorded,
             watch_tx,
             reviews,
+            quiet_watches,
+            flooded,
         }
+    }
+
+    /// Bytes the `/flood` responses have handed to hyper so far.
+    pub fn flooded_bytes(&self) -> u64 {
+        self.flooded.load(Ordering::SeqCst)
+    }
+
+    /// How many `/quiet-watch` streams are open (their response body not yet dropped).
+    pub fn open_quiet_watches(&self) -> usize {
+        self.quiet_watches.load(Ordering::SeqCst)
     }
 
     /// The requests that were not reviews (what the proxy forwarded).
@@ -168,6 +209,7 @@ async fn route(
     body: Bytes,
     upgrade: hyper::upgrade::OnUpgrade,
     watch_tx: Arc<Mutex<Option<mpsc::Sender<Bytes>>>>,
+    counters: Counters,
 ) -> Response<Body> {
     match path {
         "/watch" => {
@@ -187,8 +229,26 @@ async fn route(
         "/echo-body" => Response::new(full(body)),
         // A watch that stays open and silent until the client leaves.
         "/quiet-watch" => {
-            let stream =
-                futures_util::stream::pending::<Result<Frame<Bytes>, super::http::BoxError>>();
+            // Silence, counted open until hyper drops the stream.
+            let open = OpenCount::enter(counters.quiet_watches);
+            let stream = futures_util::stream::unfold(open, |open| async move {
+                std::future::pending::<()>().await;
+                Some((
+                    Ok::<_, super::http::BoxError>(Frame::data(Bytes::new())),
+                    open,
+                ))
+            });
+            Response::new(StreamBody::new(stream).boxed())
+        }
+        // A watch writing 64 KiB chunks for as long as the client reads them.
+        "/flood" => {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::repeat_with(move || {
+                counters
+                    .flooded
+                    .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                Ok::<_, super::http::BoxError>(Frame::data(chunk.clone()))
+            });
             Response::new(StreamBody::new(stream).boxed())
         }
         "/big" => {
@@ -262,5 +322,28 @@ async fn route(
                 .insert("content-type", "application/json".parse().unwrap());
             response
         }
+    }
+}
+
+/// What the routes count for the tests to observe.
+#[derive(Clone)]
+struct Counters {
+    quiet_watches: Arc<AtomicUsize>,
+    flooded: Arc<AtomicU64>,
+}
+
+/// Counts itself in while it lives.
+struct OpenCount(Arc<AtomicUsize>);
+
+impl OpenCount {
+    fn enter(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,24 +32,39 @@ pub fn empty() -> Body {
     full(Bytes::new())
 }
 
+/// The HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` of every server here (hyper's default; below
+/// kube-apiserver's 250).
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Which accepted connection (numbered from 0 per server) a request came on: a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub usize);
+
 /// Serves `handler` on 127.0.0.1 (TLS when `tls` is given) until the runtime ends.
 pub async fn serve(tls: Option<rustls::ServerConfig>, handler: Handler) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+    let accepted = AtomicUsize::new(0);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let connection = ConnectionId(accepted.fetch_add(1, Ordering::Relaxed));
             let handler = handler.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(connection);
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(request).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http2()
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
                 match acceptor {
                     Some(acceptor) => {
                         if let Ok(stream) = acceptor.accept(stream).await {
