@@ -10,7 +10,9 @@ pub mod observed;
 pub mod status;
 pub mod upgrade;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -148,6 +150,18 @@ impl Proxy {
     pub fn with_identity(mut self, identity: IdentityForwarding) -> Self {
         self.identity = identity;
         self
+    }
+
+    /// [`Proxy::handle`] on the heap. The connection (HTTP/1.1) or stream task (HTTP/2) that
+    /// polls it would otherwise hold the pipeline's state inline, a few KiB, for as long as the
+    /// response streams (a watch's for hours); boxed, it is freed once the response head is
+    /// ready, and a streaming response keeps only its body.
+    pub fn handle_boxed(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+        Box::pin(async move { self.handle(request, peer).await })
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a `Status` response.
@@ -390,7 +404,9 @@ impl Proxy {
             // Only a token that no issuer claims is the API server's to judge; one the issuer
             // claims but refuses stays refused.
             AuthError::UnknownIssuer if self.identity.settings.token_passthrough => {
-                self.review_token(token, now).await
+                // Boxed: the TokenReview's client future is kilobytes, and inline it would
+                // size every request's state (see `handle_boxed`) for this rare path.
+                Box::pin(self.review_token(token, now)).await
             }
             error => Err((
                 issuer(),
@@ -688,4 +704,23 @@ pub fn not_found() -> Response<Body> {
         "NotFound",
         "not found",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<F: Future>(
+        _: impl Fn(&'static Proxy, Request<Incoming>, SocketAddr) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request in flight holds this state, so rare paths with large futures (TokenReview,
+    /// SubjectAccessReview clients) are boxed rather than inlined into it.
+    #[test]
+    fn the_request_pipeline_state_stays_small() {
+        let size = future_size(Proxy::handle);
+        assert!(size <= 5 * 1024, "Proxy::handle's future is {size} bytes");
+    }
 }

@@ -97,8 +97,8 @@ pub async fn serve_secure(
                     }
                 };
             let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
+                let response = proxy.clone().handle_boxed(request, peer);
+                async move { Ok::<_, std::convert::Infallible>(response.await) }
             });
             let connection =
                 builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);

@@ -153,7 +153,9 @@ impl Shared {
         if let Some(taken) = self.free_slot() {
             return Ok(Some(taken));
         }
-        let Some(lane) = self.open_lane(uri).await? else {
+        // Boxed: connecting and the handshake are kilobytes of state that every watch's future
+        // would otherwise carry inline for this once-per-lane path.
+        let Some(lane) = Box::pin(self.open_lane(uri)).await? else {
             tracing::debug!("the API server does not speak HTTP/2: watches use HTTP/1.1");
             self.http1_only.store(true, Ordering::Relaxed);
             return Ok(None);
@@ -249,5 +251,22 @@ impl http_body::Body for SlotBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, F: Future>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every waiting watch holds this state (a burst of watches waits for lanes to open), so
+    /// opening a lane, kilobytes of connect and handshake state, stays out of it.
+    #[test]
+    fn a_request_waiting_for_a_lane_holds_little_state() {
+        let size =
+            future_size(|(shared, request): (&'static Shared, Request<Body>)| shared.send(request));
+        assert!(size <= 2048, "a lane request's future is {size} bytes");
     }
 }
