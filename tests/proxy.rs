@@ -631,6 +631,34 @@ async fn watches_share_upstream_connections_a_hundred_each() {
     drop((watches, reopened));
 }
 
+/// Short requests travel on lanes of their own: more in flight than one lane carries open a
+/// second connection instead of queueing behind the first (hyper's client alone would keep all
+/// 150 on one connection, under the upstream's limit of 200), and none shares a connection with
+/// a watch.
+#[tokio::test]
+async fn short_requests_take_lanes_of_their_own() {
+    let s = setup(&[]).await;
+    let watch = open_watches(&s, "/quiet-watch?watch=true", 1).await;
+    // Without `watch=true`, `/quiet-watch` is a short request that stays open until dropped.
+    let short = open_watches(&s, "/quiet-watch", 150).await;
+    let seen = s.api.forwarded();
+    let watch_lanes: HashSet<ConnectionId> = seen
+        .iter()
+        .filter(|r| r.uri.ends_with("watch=true"))
+        .map(|r| r.connection)
+        .collect();
+    let short_lanes: HashSet<ConnectionId> = seen
+        .iter()
+        .filter(|r| r.uri.ends_with("/quiet-watch"))
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(watch_lanes.len(), 1);
+    assert_eq!(short_lanes.len(), 2);
+    assert!(watch_lanes.is_disjoint(&short_lanes));
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2));
+    drop((watch, short));
+}
+
 /// A client that stops reading its watch stalls only that stream: the upstream connection it
 /// shares with other watches keeps flowing, however much the upstream writes to the stalled ones.
 #[tokio::test]

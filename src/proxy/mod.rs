@@ -713,7 +713,7 @@ mod tests {
     fn future_size<F: Future>(
         _: impl Fn(&'static Proxy, Request<Incoming>, SocketAddr) -> F,
     ) -> usize {
-        std::mem::size_of::<F>()
+        size_of::<F>()
     }
 
     /// Every request in flight holds this state, so rare paths with large futures (TokenReview,

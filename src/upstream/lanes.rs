@@ -1,5 +1,5 @@
-//! Long-running requests (watches, followed logs) multiplexed over a few HTTP/2 connections,
-//! "lanes", that never carry more streams than the API server accepts.
+//! Requests multiplexed over a few HTTP/2 connections to the API server, "lanes", that never
+//! carry more streams than the API server accepts.
 //!
 //! hyper's client queues requests beyond a connection's `SETTINGS_MAX_CONCURRENT_STREAMS`
 //! instead of opening another connection, so open watches sharing one connection would starve
@@ -7,15 +7,21 @@
 //! each. A lane carries at most [`LANE_STREAMS`]; a request takes a free slot on an open lane or
 //! opens a new lane, and holds the slot until its response body ends or is dropped.
 //!
-//! An API server that does not negotiate `h2` (plain HTTP, or ALPN without it) gets long-running
-//! requests on the pooled HTTP/1.1 client instead.
+//! [`super::Upstream`] keeps two sets: one for short requests and one for watches and followed
+//! logs, so long-lived streams never share a connection (and its flow-control window) with short
+//! requests. Short requests go through hyper's connection handle directly rather than
+//! hyper-util's pool, which per request hashes its pool key, clones connection metadata and
+//! wraps the connection (about 3 % of a proxied request's instructions, `BENCHMARKS.md`).
+//!
+//! An API server that does not negotiate `h2` (plain HTTP, or ALPN without it) gets requests on
+//! the pooled HTTP/1.1 client instead.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -43,6 +49,11 @@ pub(super) const LANE_STREAMS: usize = 100;
 /// their lane (the window is fixed, not adaptive, for that bound to hold). It is also the most
 /// the proxy buffers for one stalled watch.
 const STREAM_WINDOW: u32 = 1 << 20;
+
+/// A lane without streams for this long is closed when the next request looks for a slot (one
+/// lane is always kept): hyper-util's and Go's pool idle timeout, so a burst's extra lanes do not
+/// stay open, while lanes that empty and fill again between short requests are not churned.
+const LANE_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Pings on a lane with open streams, as client-go's HTTP/2 health check (`ReadIdleTimeout`
 /// 30 s, `PingTimeout` 15 s): a silently dead lane would otherwise hang every watch on it.
@@ -72,11 +83,20 @@ struct Shared {
 struct Lane {
     sender: http2::SendRequest<Body>,
     slots: Arc<Semaphore>,
+    /// When a request last took a slot on this lane.
+    last_used: Mutex<Instant>,
 }
 
 impl Lane {
     fn is_idle(&self) -> bool {
         self.slots.available_permits() == LANE_STREAMS
+    }
+
+    /// Idle for longer than [`LANE_IDLE_TIMEOUT`].
+    fn is_stale(&self, now: Instant) -> bool {
+        self.is_idle()
+            && now.duration_since(*self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
+                > LANE_IDLE_TIMEOUT
     }
 }
 
@@ -124,13 +144,31 @@ impl tower::Service<Request<Body>> for Lanes {
 }
 
 impl Shared {
-    async fn send(&self, request: Request<Body>) -> Result<Response<Body>, BoxError> {
-        let Some((mut sender, slot)) = self.take_slot(request.uri()).await? else {
-            let response = self.http1.request(request).await?;
-            return Ok(super::boxed_response(response));
-        };
-        let response = sender.send_request(request).await?;
-        Ok(response.map(|body| crate::proxy::boxed(SlotBody::new(body, slot))))
+    async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let mut retried = false;
+        loop {
+            let Some((mut sender, slot)) = self.take_slot(request.uri()).await? else {
+                let response = self.http1.request(request).await?;
+                return Ok(super::boxed_response(response));
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| crate::proxy::boxed(SlotBody::new(body, slot))))
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // The lane closed (a GOAWAY, as kube-apiserver's `--goaway-chance` sends, or
+                    // a broken connection) before any of the request was written: it never
+                    // reached the API server, so it goes once more on another lane whatever its
+                    // method, as hyper-util's pool retries a request its connection canceled.
+                    Some(unsent) if !retried => {
+                        tracing::debug!(error = %failed.error(), "lane closed before sending; retrying");
+                        request = unsent;
+                        retried = true;
+                    }
+                    _ => return Err(failed.into_error().into()),
+                },
+            }
+        }
     }
 
     /// A slot on a lane, opening a lane when none has one; `None` when the API server does not
@@ -174,20 +212,23 @@ impl Shared {
     }
 
     /// A free slot on an open lane. Closed lanes (GOAWAY, broken connection) are dropped, and
-    /// so are idle lanes but one, so a burst of watches leaves no more connections than it needs.
+    /// so are lanes idle for [`LANE_IDLE_TIMEOUT`] but one, so a burst leaves no more
+    /// connections open than the load needs.
     fn free_slot(&self) -> Option<(http2::SendRequest<Body>, OwnedSemaphorePermit)> {
+        let now = Instant::now();
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         let mut idle_kept = false;
         lanes.retain(|lane| {
             if lane.sender.is_closed() {
                 return false;
             }
-            let spare_idle = lane.is_idle() && idle_kept;
+            let spare_stale = idle_kept && lane.is_stale(now);
             idle_kept |= lane.is_idle();
-            !spare_idle
+            !spare_stale
         });
         lanes.iter().find_map(|lane| {
             let slot = lane.slots.clone().try_acquire_owned().ok()?;
+            *lane.last_used.lock().unwrap_or_else(|e| e.into_inner()) = now;
             Some((lane.sender.clone(), slot))
         })
     }
@@ -207,6 +248,7 @@ impl Shared {
         Ok(Some(Lane {
             sender,
             slots: Arc::new(Semaphore::new(LANE_STREAMS)),
+            last_used: Mutex::new(Instant::now()),
         }))
     }
 }
@@ -258,7 +300,7 @@ mod tests {
     use super::*;
 
     fn future_size<A, F: Future>(_: impl Fn(A) -> F) -> usize {
-        std::mem::size_of::<F>()
+        size_of::<F>()
     }
 
     /// Every waiting watch holds this state (a burst of watches waits for lanes to open), so

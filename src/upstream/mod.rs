@@ -107,7 +107,8 @@ type ResponseFuture =
 /// Which connections a request travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// Short requests: multiplexed over HTTP/2 when the API server offers it.
+    /// Short requests: multiplexed over HTTP/2 connections ([`lanes`]) when the API server
+    /// offers it.
     Multiplexed,
     /// Watches and followed logs: HTTP/2 connections of their own, each carrying a bounded
     /// number of streams ([`lanes`]). On the multiplexed connection they would starve every
@@ -315,10 +316,11 @@ impl Upstream {
     ) -> Result<Self, UpstreamConfigError> {
         let http2 = connector(config, true)?;
         let http1 = connector(config, false)?;
-        let long_running = lanes::Lanes::new(http2.clone(), client(http1.clone(), true));
+        let short = lanes::Lanes::new(http2.clone(), client(http1.clone(), true));
+        let long_running = lanes::Lanes::new(http2, client(http1.clone(), true));
         Ok(Self {
             base: config.cluster_url.clone(),
-            service: with_credentials(config, client(http2, true).map_response(boxed_response))?,
+            service: with_credentials(config, short)?,
             long_running_service: with_credentials(config, long_running)?,
             upgrade_service: with_credentials(
                 config,
