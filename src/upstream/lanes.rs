@@ -295,6 +295,7 @@ impl http_body::Body for SlotBody {
         self.inner.size_hint()
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
