@@ -186,6 +186,7 @@ async def hold_watches(port, path, headers, count):
 
 def memory_rows(proxy, proxy_port, upstream_port, token):
     rows = {}
+    time.sleep(1)
     rows["idle_rss_kib"] = rss_kib(proxy.pid)
     rows["idle_hwm_kib"] = rss_kib(proxy.pid, "VmHWM")
     auth = [f"Authorization: Bearer {token}"]
@@ -361,11 +362,16 @@ def main():
         one = wrk_rps(f"https://127.0.0.1:{proxy_port}{NAMESPACE_PATH}", work / "token", args.duration)
         many = wrk_rps(f"https://127.0.0.1:{proxy_port}{NAMESPACE_PATH}", work / "tokens", args.duration)
         log(f"tokens: one {one:.0f} req/s, 10,000 distinct {many:.0f} req/s")
-        memory = memory_rows(proxy, proxy_port, port, token)
-        # A fresh proxy: glibc keeps what the HTTP/1.1 watches freed, which would hide this figure.
+        after_load_rss = rss_kib(proxy.pid)
+        # Memory on fresh proxies: glibc keeps what earlier load freed, which would hide each figure.
+        fresh = lambda: start_proxy(binary, work, issuer, [f"--server=https://127.0.0.1:{port}",
+                                                          f"--certificate-authority={work}/ca.crt", "--token=bench"])
         proxy.stop()
-        proxy, proxy_port = start_proxy(binary, work, issuer, [f"--server=https://127.0.0.1:{port}",
-                                                               f"--certificate-authority={work}/ca.crt", "--token=bench"])
+        proxy, proxy_port = fresh()
+        memory = memory_rows(proxy, proxy_port, port, token)
+        memory["after_load_rss_kib"] = after_load_rss
+        proxy.stop()
+        proxy, proxy_port = fresh()
         memory["watches_1000_h2_rss_kib"] = h2_watches_rss(proxy, proxy_port, token, 1000)
         log("memory", memory)
     finally:
@@ -380,7 +386,8 @@ def main():
               f"Distinct tokens (HTTP/1.1, 16 connections, wrk): one token {one:.0f} req/s, 10,000 users "
               f"{many:.0f} req/s, ratio {many / one:.2f}.", "",
               "Memory of the proxy (RSS, KiB, read from /proc):",
-              f"idle {memory['idle_rss_kib']}; with 1,000 open watches {memory['watches_1000_rss_kib']} "
+              f"idle {memory['idle_rss_kib']} (after the load runs above: {memory['after_load_rss_kib']}); "
+              f"with 1,000 open watches {memory['watches_1000_rss_kib']} "
               f"(one HTTP/1.1 connection each), {memory['watches_1000_h2_rss_kib']} (HTTP/2, 100 per connection); "
               f"streaming 1 GiB: before {memory['stream_1g_before_rss_kib']}, max {memory['stream_1g_max_rss_kib']} "
               f"over {memory['stream_1g_samples']} samples."]
