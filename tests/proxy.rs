@@ -4,6 +4,8 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -336,9 +338,59 @@ async fn upstream_failures_are_502_and_504_status() {
     assert_eq!(status_json(&body)["reason"], "Timeout");
 }
 
+/// Requests that wait while a connection to the API server is being opened share its failure
+/// rather than each trying again in turn (which made the last of n wait n connect attempts).
+#[tokio::test]
+async fn waiting_requests_share_a_failed_connection_attempt() {
+    let ca = TestCa::new();
+    let issuer = TestIssuer::start(&ca).await;
+    // Accepts connections and drops each after a while without a TLS handshake: a slow failure.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("https://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                drop(stream);
+            });
+        }
+    });
+    let proxy = ProxyProcess::start(
+        &ca,
+        &issuer.url,
+        &dead,
+        &["--readiness-upstream=reported".to_string()],
+    )
+    .await;
+    let token = issuer.token(&issuer.claims("kube", json!({})));
+    let client = client(&ca, false);
+    const REQUESTS: usize = 8;
+    let before = accepted.load(Ordering::SeqCst);
+    let pending: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let request = Request::get(format!("{}/api", proxy.url))
+                .header("authorization", format!("Bearer {token}"))
+                .body(empty())
+                .unwrap();
+            tokio::spawn(client.request(request))
+        })
+        .collect();
+    for answer in pending {
+        let response = answer.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    }
+    let attempts = accepted.load(Ordering::SeqCst) - before;
+    assert!(
+        attempts <= 3,
+        "{attempts} connection attempts for {REQUESTS} concurrent requests"
+    );
+}
+
 async fn raw_tls(s: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let connector =
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(s.ca.client_config(&[b"http/1.1"])));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(s.ca.client_config(&[b"http/1.1"])));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.proxy.port))
         .await
         .unwrap();

@@ -77,6 +77,8 @@ struct Shared {
     opening: tokio::sync::Mutex<()>,
     /// Set once the API server did not negotiate `h2`; from then on requests take `http1`.
     http1_only: AtomicBool,
+    /// When opening a lane last failed, and why.
+    last_failure: Mutex<Option<(Instant, String)>>,
     http1: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
@@ -122,6 +124,7 @@ impl Lanes {
                 lanes: Mutex::default(),
                 opening: tokio::sync::Mutex::default(),
                 http1_only: AtomicBool::new(false),
+                last_failure: Mutex::default(),
                 http1,
             }),
         }
@@ -183,6 +186,7 @@ impl Shared {
         if let Some(taken) = self.free_slot() {
             return Ok(Some(taken));
         }
+        let waiting_since = Instant::now();
         let _opening = self.opening.lock().await;
         // Another request may have opened a lane (or found HTTP/1.1 only) while this one waited.
         if self.http1_only.load(Ordering::Relaxed) {
@@ -191,9 +195,20 @@ impl Shared {
         if let Some(taken) = self.free_slot() {
             return Ok(Some(taken));
         }
+        // A lane that failed to open while this request waited its turn fails it too: if every
+        // waiter tried again in turn, the last of n would wait n connect timeouts, where a pool
+        // connecting for each request fails them all after one.
+        if let Some(reason) = self.failed_since(waiting_since) {
+            return Err(reason.into());
+        }
         // Boxed: connecting and the handshake are kilobytes of state that every watch's future
         // would otherwise carry inline for this once-per-lane path.
-        let Some(lane) = Box::pin(self.open_lane(uri)).await? else {
+        let opened = Box::pin(self.open_lane(uri)).await.inspect_err(|e| {
+            let reason = crate::authn::issuer::error_chain(e.as_ref());
+            *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), reason));
+        });
+        let Some(lane) = opened? else {
             tracing::debug!("the API server does not speak HTTP/2: watches use HTTP/1.1");
             self.http1_only.store(true, Ordering::Relaxed);
             return Ok(None);
@@ -209,6 +224,13 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .push(lane);
         Ok(Some((sender, slot)))
+    }
+
+    /// Why opening a lane failed, if it failed after `since`.
+    fn failed_since(&self, since: Instant) -> Option<String> {
+        let last_failure = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, reason) = last_failure.as_ref()?;
+        (*at >= since).then(|| reason.clone())
     }
 
     /// A free slot on an open lane. Closed lanes (GOAWAY, broken connection) are dropped, and
