@@ -55,6 +55,11 @@ const STREAM_WINDOW: u32 = 1 << 20;
 /// stay open, while lanes that empty and fill again between short requests are not churned.
 const LANE_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Bound on opening a lane (TCP connect, TLS and HTTP/2 handshakes): client-go's dial timeout
+/// (30 s) plus its TLS handshake timeout (10 s). Requests queue behind a lane being opened, so a
+/// handshake that never completes must not hold them, or later ones, for ever.
+const LANE_OPEN_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// Pings on a lane with open streams, as client-go's HTTP/2 health check (`ReadIdleTimeout`
 /// 30 s, `PingTimeout` 15 s): a silently dead lane would otherwise hang every watch on it.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -203,11 +208,16 @@ impl Shared {
         }
         // Boxed: connecting and the handshake are kilobytes of state that every watch's future
         // would otherwise carry inline for this once-per-lane path.
-        let opened = Box::pin(self.open_lane(uri)).await.inspect_err(|e| {
-            let reason = crate::authn::issuer::error_chain(e.as_ref());
-            *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((Instant::now(), reason));
-        });
+        let opened = tokio::time::timeout(LANE_OPEN_TIMEOUT, Box::pin(self.open_lane(uri)))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!("no connection to the API server within {LANE_OPEN_TIMEOUT:?}").into())
+            })
+            .inspect_err(|e| {
+                let reason = crate::authn::issuer::error_chain(e.as_ref());
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), reason));
+            });
         let Some(lane) = opened? else {
             tracing::debug!("the API server does not speak HTTP/2: watches use HTTP/1.1");
             self.http1_only.store(true, Ordering::Relaxed);
