@@ -219,7 +219,7 @@ impl Shared {
                     Some((Instant::now(), reason));
             });
         let Some(lane) = opened? else {
-            tracing::debug!("the API server does not speak HTTP/2: watches use HTTP/1.1");
+            tracing::debug!("the API server does not speak HTTP/2: these requests use HTTP/1.1");
             self.http1_only.store(true, Ordering::Relaxed);
             return Ok(None);
         };
