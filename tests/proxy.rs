@@ -300,19 +300,29 @@ async fn rotated_issuer_key_is_fetched_once_on_unknown_kid() {
     );
 }
 
+/// A proxy in front of an API server that cannot be reached (readiness only reports it), and a
+/// token it accepts.
+async fn proxy_before_failing_upstream(
+    ca: &TestCa,
+    issuer: &TestIssuer,
+    upstream: &str,
+) -> (ProxyProcess, String) {
+    let proxy = ProxyProcess::start(
+        ca,
+        &issuer.url,
+        upstream,
+        &["--readiness-upstream=reported".to_string()],
+    )
+    .await;
+    (proxy, issuer.token(&issuer.claims("kube", json!({}))))
+}
+
 #[tokio::test]
 async fn upstream_failures_are_502_and_504_status() {
     let ca = TestCa::new();
     let issuer = TestIssuer::start(&ca).await;
     let dead = format!("https://127.0.0.1:{}", support::proxy::free_port());
-    let proxy = ProxyProcess::start(
-        &ca,
-        &issuer.url,
-        &dead,
-        &["--readiness-upstream=reported".to_string()],
-    )
-    .await;
-    let token = issuer.token(&issuer.claims("kube", json!({})));
+    let (proxy, token) = proxy_before_failing_upstream(&ca, &issuer, &dead).await;
     let request = Request::get(format!("{}/api", proxy.url))
         .header("authorization", format!("Bearer {token}"))
         .body(empty())
@@ -358,14 +368,7 @@ async fn waiting_requests_share_a_failed_connection_attempt() {
             });
         }
     });
-    let proxy = ProxyProcess::start(
-        &ca,
-        &issuer.url,
-        &dead,
-        &["--readiness-upstream=reported".to_string()],
-    )
-    .await;
-    let token = issuer.token(&issuer.claims("kube", json!({})));
+    let (proxy, token) = proxy_before_failing_upstream(&ca, &issuer, &dead).await;
     let client = client(&ca, false);
     const REQUESTS: usize = 8;
     let before = accepted.load(Ordering::SeqCst);
