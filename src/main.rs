@@ -69,6 +69,9 @@ struct Parts {
     audit_policy: Option<Policy>,
     authenticators: Arc<Authenticators>,
     upstream: Upstream,
+    /// One upstream client per request worker (`server::worker_count`), so each worker's
+    /// requests travel on connections that worker drives.
+    worker_upstreams: Vec<Upstream>,
     identity: IdentityForwarding,
     certificates: Arc<tls::ServingCertificates>,
     tls: Arc<rustls::ServerConfig>,
@@ -85,18 +88,25 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
     )
     .map_err(|e| errors.push(e.to_string()))
     .ok();
-    let (upstream, identity) = match upstream::kube_config(&config.upstream.overrides).await {
-        Ok(kube_config) => (
-            Upstream::new(&kube_config, config.upstream.request_timeout)
-                .map_err(|e| errors.push(e.to_string()))
-                .ok(),
-            identity_forwarding(&config, &kube_config, metrics.clone(), &mut errors),
-        ),
-        Err(e) => {
-            errors.push(e.to_string());
-            (None, None)
-        }
-    };
+    let (upstream, worker_upstreams, identity) =
+        match upstream::kube_config(&config.upstream.overrides).await {
+            Ok(kube_config) => {
+                let new_upstream = || Upstream::new(&kube_config, config.upstream.request_timeout);
+                (
+                    new_upstream().map_err(|e| errors.push(e.to_string())).ok(),
+                    (0..server::worker_count())
+                        .map(|_| new_upstream())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| errors.push(e.to_string()))
+                        .ok(),
+                    identity_forwarding(&config, &kube_config, metrics.clone(), &mut errors),
+                )
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                (None, None, None)
+            }
+        };
     let audit_policy = config.audit.policy_file.as_deref().and_then(|path| {
         policy::load(path)
             .map_err(|e| {
@@ -116,20 +126,31 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
             .map_err(|e| errors.push(e.to_string()))
             .ok()
     });
-    match (authenticators, upstream, identity, certificates, tls) {
-        (Some(authenticators), Some(upstream), Some(identity), Some(certificates), Some(tls))
-            if errors.is_empty() =>
-        {
-            Ok(Parts {
-                config,
-                audit_policy,
-                authenticators: Arc::new(authenticators),
-                upstream,
-                identity,
-                certificates,
-                tls,
-            })
-        }
+    match (
+        authenticators,
+        upstream,
+        worker_upstreams,
+        identity,
+        certificates,
+        tls,
+    ) {
+        (
+            Some(authenticators),
+            Some(upstream),
+            Some(worker_upstreams),
+            Some(identity),
+            Some(certificates),
+            Some(tls),
+        ) if errors.is_empty() => Ok(Parts {
+            config,
+            audit_policy,
+            authenticators: Arc::new(authenticators),
+            upstream,
+            worker_upstreams,
+            identity,
+            certificates,
+            tls,
+        }),
         _ => Err(errors),
     }
 }
@@ -190,6 +211,7 @@ async fn run(flags: Flags) -> ExitCode {
         audit_policy,
         authenticators,
         upstream,
+        worker_upstreams,
         identity,
         certificates,
         tls,
@@ -274,12 +296,14 @@ async fn run(flags: Flags) -> ExitCode {
         Some(metrics.clone()),
         stop_rx.clone(),
     ));
-    let proxy = Arc::new(
-        Proxy::new(authenticators.clone(), upstream.clone())
-            .with_identity(identity)
-            .with_metrics(metrics)
-            .with_auditor(auditor.as_ref().map(|(auditor, _)| auditor.clone())),
-    );
+    let proxy = Proxy::new(authenticators.clone(), upstream.clone())
+        .with_identity(identity)
+        .with_metrics(metrics)
+        .with_auditor(auditor.as_ref().map(|(auditor, _)| auditor.clone()));
+    let proxies = worker_upstreams
+        .into_iter()
+        .map(|upstream| Arc::new(proxy.with_upstream(upstream)))
+        .collect();
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,
@@ -290,7 +314,7 @@ async fn run(flags: Flags) -> ExitCode {
     let serve = tokio::spawn(server::serve_secure(
         secure,
         tls,
-        proxy,
+        proxies,
         ServeSettings {
             http2_max_streams: config.http2_max_streams,
             shutdown_grace: config.shutdown_grace,
