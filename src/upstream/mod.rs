@@ -6,9 +6,9 @@
 //! cannot stream and whose retry layer would re-send requests (rust-ecosystem.md §2.4); kube
 //! supplies the TLS configuration and the credential layer.
 //!
-//! Three routes ([`Route`]): ordinary requests negotiate HTTP/2 when the API server offers it;
-//! watches and followed logs travel on their own HTTP/2 connections, a bounded number of streams
-//! each ([`lanes`]); upgrade requests (exec, attach, port-forward) always use HTTP/1.1 on a
+//! Three routes ([`Route`]): ordinary requests, and apart from them watches and followed logs,
+//! travel on HTTP/2 connections of a bounded number of streams each ([`lanes`]) when the API
+//! server offers HTTP/2, on one pool of HTTP/1.1 connections when it does not; upgrade requests (exec, attach, port-forward) always use HTTP/1.1 on a
 //! dedicated connection that is never pooled, so nothing else can ever travel on a connection a
 //! client tried to upgrade (k8s-semantics §4.3, §5.1).
 //!
@@ -316,8 +316,11 @@ impl Upstream {
     ) -> Result<Self, UpstreamConfigError> {
         let http2 = connector(config, true)?;
         let http1 = connector(config, false)?;
-        let short = lanes::Lanes::new(http2.clone(), client(http1.clone(), true));
-        let long_running = lanes::Lanes::new(http2, client(http1.clone(), true));
+        // Without HTTP/2 upstream, both lane sets fall back to one HTTP/1.1 pool: a connection
+        // carries one request at a time there, so watches cannot starve short requests in it.
+        let http1_pool = client(http1.clone(), true);
+        let short = lanes::Lanes::new(http2.clone(), http1_pool.clone());
+        let long_running = lanes::Lanes::new(http2, http1_pool);
         Ok(Self {
             base: config.cluster_url.clone(),
             service: with_credentials(config, short)?,
