@@ -22,11 +22,6 @@ run = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(run)
 
 
-def cpu_split(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / run.CLK_TCK, int(fields[12]) / run.CLK_TCK
-
-
 def context_switches(pid):
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -61,15 +56,15 @@ def main():
             proxies.append((name, proc, proxy_port))
         for _ in range(args.rounds):
             for proto, conns in cases:
-                before = cpu_split(upstream.pid)
+                before = run.cpu_split(upstream.pid)
                 direct = run.h2load(f"https://127.0.0.1:{port}{run.NAMESPACE_PATH}", conns, proto, args.duration, auth)
-                upstream_us = 1e6 * (sum(cpu_split(upstream.pid)) - sum(before)) / direct["n"]
+                upstream_us = 1e6 * (sum(run.cpu_split(upstream.pid)) - sum(before)) / direct["n"]
                 print(f"{proto} c={conns} direct: {direct['rps']:.0f} req/s, p50 {direct['p50']:.3f} ms, "
                       f"p99 {direct['p99']:.3f} ms, upstream CPU {upstream_us:.1f} us/req", flush=True)
                 for name, proc, proxy_port in proxies:
-                    cpu0, cs0 = cpu_split(proc.pid), context_switches(proc.pid)
+                    cpu0, cs0 = run.cpu_split(proc.pid), context_switches(proc.pid)
                     r = run.h2load(f"https://127.0.0.1:{proxy_port}{run.NAMESPACE_PATH}", conns, proto, args.duration, auth)
-                    cpu1, cs1 = cpu_split(proc.pid), context_switches(proc.pid)
+                    cpu1, cs1 = run.cpu_split(proc.pid), context_switches(proc.pid)
                     n = r["n"]
                     user, system = (1e6 * (cpu1[i] - cpu0[i]) / n for i in (0, 1))
                     print(f"  {name:>12}: {r['rps']:.0f} req/s, p50 {r['p50']:.3f} ms (+{r['p50'] - direct['p50']:.3f}), "
