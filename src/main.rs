@@ -69,9 +69,6 @@ struct Parts {
     audit_policy: Option<Policy>,
     authenticators: Arc<Authenticators>,
     upstream: Upstream,
-    /// One upstream client per request worker (`server::worker_count`), so each worker's
-    /// requests travel on connections that worker drives.
-    worker_upstreams: Vec<Upstream>,
     identity: IdentityForwarding,
     certificates: Arc<tls::ServingCertificates>,
     tls: Arc<rustls::ServerConfig>,
@@ -88,25 +85,18 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
     )
     .map_err(|e| errors.push(e.to_string()))
     .ok();
-    let (upstream, worker_upstreams, identity) =
-        match upstream::kube_config(&config.upstream.overrides).await {
-            Ok(kube_config) => {
-                let new_upstream = || Upstream::new(&kube_config, config.upstream.request_timeout);
-                (
-                    new_upstream().map_err(|e| errors.push(e.to_string())).ok(),
-                    (0..server::worker_count())
-                        .map(|_| new_upstream())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| errors.push(e.to_string()))
-                        .ok(),
-                    identity_forwarding(&config, &kube_config, metrics.clone(), &mut errors),
-                )
-            }
-            Err(e) => {
-                errors.push(e.to_string());
-                (None, None, None)
-            }
-        };
+    let (upstream, identity) = match upstream::kube_config(&config.upstream.overrides).await {
+        Ok(kube_config) => (
+            Upstream::new(&kube_config, config.upstream.request_timeout)
+                .map_err(|e| errors.push(e.to_string()))
+                .ok(),
+            identity_forwarding(&config, &kube_config, metrics.clone(), &mut errors),
+        ),
+        Err(e) => {
+            errors.push(e.to_string());
+            (None, None)
+        }
+    };
     let audit_policy = config.audit.policy_file.as_deref().and_then(|path| {
         policy::load(path)
             .map_err(|e| {
@@ -126,31 +116,20 @@ async fn build(flags: &Flags, metrics: Arc<Metrics>) -> Result<Parts, Vec<String
             .map_err(|e| errors.push(e.to_string()))
             .ok()
     });
-    match (
-        authenticators,
-        upstream,
-        worker_upstreams,
-        identity,
-        certificates,
-        tls,
-    ) {
-        (
-            Some(authenticators),
-            Some(upstream),
-            Some(worker_upstreams),
-            Some(identity),
-            Some(certificates),
-            Some(tls),
-        ) if errors.is_empty() => Ok(Parts {
-            config,
-            audit_policy,
-            authenticators: Arc::new(authenticators),
-            upstream,
-            worker_upstreams,
-            identity,
-            certificates,
-            tls,
-        }),
+    match (authenticators, upstream, identity, certificates, tls) {
+        (Some(authenticators), Some(upstream), Some(identity), Some(certificates), Some(tls))
+            if errors.is_empty() =>
+        {
+            Ok(Parts {
+                config,
+                audit_policy,
+                authenticators: Arc::new(authenticators),
+                upstream,
+                identity,
+                certificates,
+                tls,
+            })
+        }
         _ => Err(errors),
     }
 }
@@ -211,7 +190,6 @@ async fn run(flags: Flags) -> ExitCode {
         audit_policy,
         authenticators,
         upstream,
-        worker_upstreams,
         identity,
         certificates,
         tls,
@@ -296,14 +274,12 @@ async fn run(flags: Flags) -> ExitCode {
         Some(metrics.clone()),
         stop_rx.clone(),
     ));
-    let proxy = Proxy::new(authenticators.clone(), upstream.clone())
-        .with_identity(identity)
-        .with_metrics(metrics)
-        .with_auditor(auditor.as_ref().map(|(auditor, _)| auditor.clone()));
-    let proxies = worker_upstreams
-        .into_iter()
-        .map(|upstream| Arc::new(proxy.with_upstream(upstream)))
-        .collect();
+    let proxy = Arc::new(
+        Proxy::new(authenticators.clone(), upstream.clone())
+            .with_identity(identity)
+            .with_metrics(metrics)
+            .with_auditor(auditor.as_ref().map(|(auditor, _)| auditor.clone())),
+    );
     tracing::info!(
         address = %secure_address,
         probes = %probe_address,
@@ -314,7 +290,7 @@ async fn run(flags: Flags) -> ExitCode {
     let serve = tokio::spawn(server::serve_secure(
         secure,
         tls,
-        proxies,
+        proxy,
         ServeSettings {
             http2_max_streams: config.http2_max_streams,
             shutdown_grace: config.shutdown_grace,

@@ -19,7 +19,7 @@ use support::issuer::TestIssuer;
 use support::jwt::{Alg, TestKey};
 use support::pki::TestCa;
 use support::proxy::ProxyProcess;
-use support::setup::{setup, setup_with_env, Setup};
+use support::setup::{setup, Setup};
 
 fn status_json(body: &[u8]) -> Value {
     serde_json::from_slice(body).expect("a Status JSON body")
@@ -577,9 +577,6 @@ async fn websocket_token_in_subprotocol_is_accepted_and_never_forwarded() {
 
 /// Opens `count` watches of `path` through the proxy at once, each on its own client
 /// connection, and waits for every one's response headers.
-/// The lane tests count the connections one request worker opens upstream.
-const ONE_WORKER: &[(&str, &str)] = &[("TOKIO_WORKER_THREADS", "1")];
-
 async fn open_watches(s: &Setup, path: &str, count: usize) -> Vec<Response<Incoming>> {
     let token = s.alice();
     let client = client(&s.ca, false);
@@ -650,7 +647,7 @@ async fn until_settled(what: &str, read: impl Fn() -> u64) {
 async fn many_open_watches_do_not_starve_other_requests() {
     const WATCHES: usize = 250;
     const _: () = assert!(WATCHES > MAX_CONCURRENT_STREAMS as usize);
-    let s = setup_with_env(&[], ONE_WORKER).await;
+    let s = setup(&[]).await;
     let _watches = open_watches(&s, "/quiet-watch?watch=true", WATCHES).await;
     let (parts, _) = tokio::time::timeout(
         Duration::from_secs(30),
@@ -665,7 +662,7 @@ async fn many_open_watches_do_not_starve_other_requests() {
 /// credentials; a closed watch frees its place for the next one.
 #[tokio::test]
 async fn watches_share_upstream_connections_a_hundred_each() {
-    let s = setup_with_env(&[], ONE_WORKER).await;
+    let s = setup(&[]).await;
     let mut watches = open_watches(&s, "/quiet-watch?watch=true", 250).await;
     assert_eq!(connections_of(&s.api, "/quiet-watch").len(), 3);
     for seen in s.api.forwarded() {
@@ -695,7 +692,7 @@ async fn watches_share_upstream_connections_a_hundred_each() {
 /// a watch.
 #[tokio::test]
 async fn short_requests_take_lanes_of_their_own() {
-    let s = setup_with_env(&[], ONE_WORKER).await;
+    let s = setup(&[]).await;
     let watch = open_watches(&s, "/quiet-watch?watch=true", 1).await;
     // Without `watch=true`, `/quiet-watch` is a short request that stays open until dropped.
     let short = open_watches(&s, "/quiet-watch", 150).await;
@@ -717,22 +714,11 @@ async fn short_requests_take_lanes_of_their_own() {
     drop((watch, short));
 }
 
-/// Each request worker drives its own connections to the API server: two client connections,
-/// handed to the two workers in turn, reach the upstream over two connections, where a shared
-/// pool would have multiplexed both over one (and every request would cross threads to it).
-#[tokio::test]
-async fn each_request_worker_has_its_own_upstream_connections() {
-    let s = setup_with_env(&[], &[("TOKIO_WORKER_THREADS", "2")]).await;
-    let watches = open_watches(&s, "/quiet-watch?watch=true", 2).await;
-    assert_eq!(connections_of(&s.api, "/quiet-watch").len(), 2);
-    drop(watches);
-}
-
 /// A client that stops reading its watch stalls only that stream: the upstream connection it
 /// shares with other watches keeps flowing, however much the upstream writes to the stalled ones.
 #[tokio::test]
 async fn stalled_watches_do_not_block_their_lane() {
-    let s = setup_with_env(&[], ONE_WORKER).await;
+    let s = setup(&[]).await;
     let mut watch = open_watches(&s, "/watch?watch=true", 1).await.remove(0);
     const STALLED: u64 = 20;
     // Never read: each fills its stream's window in the proxy and the buffers on the way to

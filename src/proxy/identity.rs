@@ -42,7 +42,7 @@ pub struct IdentitySettings {
 }
 
 /// The parts the identity step needs besides its settings.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct IdentityForwarding {
     /// The flags.
     pub settings: IdentitySettings,

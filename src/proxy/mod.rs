@@ -132,18 +132,6 @@ impl Proxy {
         }
     }
 
-    /// The same proxy over another upstream client: each request worker drives its own
-    /// connections to the API server (`crate::server`).
-    pub fn with_upstream(&self, upstream: Upstream) -> Self {
-        Self {
-            authenticators: self.authenticators.clone(),
-            upstream,
-            identity: self.identity.clone(),
-            metrics: self.metrics.clone(),
-            auditor: self.auditor.clone(),
-        }
-    }
-
     /// Audits requests with `auditor` (`--audit-policy-file` and a backend).
     pub fn with_auditor(mut self, auditor: Option<Arc<Auditor>>) -> Self {
         self.auditor = auditor;

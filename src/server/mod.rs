@@ -1,14 +1,6 @@
 //! Listeners: the HTTPS proxy listener and the plain-HTTP probe listener, with graceful
 //! shutdown.
 //!
-//! Requests are served by one single-threaded runtime per core ("workers"), each with its own
-//! connections to the API server (one `Proxy` per worker): an accepted connection is handed to
-//! a worker once and stays there, so a request, its upstream stream and its response never
-//! cross threads. On a multi-threaded runtime every request woke another thread several times
-//! (hyper's HTTP/2 client alone spawns a task per request); against kube-apiserver, where the
-//! proxy waits milliseconds per request, that cost 17–29 % of the proxy's CPU (BENCHMARKS.md).
-//! The accept loop and everything in the background stay on the main runtime.
-//!
 //! Connection limits: request heads are bounded (100 headers, 64 KiB buffer for HTTP/1.1, 64 KiB
 //! header list for HTTP/2), a client has 32 s to send a request head (as kube-apiserver's
 //! `ReadHeaderTimeout`) and 10 s to finish the TLS handshake. There is deliberately no idle or
@@ -67,20 +59,13 @@ fn connection_builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> 
 pub async fn serve_secure(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    proxies: Vec<Arc<Proxy>>,
+    proxy: Arc<Proxy>,
     settings: ServeSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let builder = connection_builder(&settings);
     let graceful = GracefulShutdown::new();
-    let workers = match Workers::start(proxies) {
-        Ok(workers) => workers,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the request workers");
-            return;
-        }
-    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -94,26 +79,11 @@ pub async fn serve_secure(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        // Leaves this runtime's reactor: the worker registers it with its own.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
-                continue;
-            }
-        };
         let acceptor = acceptor.clone();
         let builder = builder.clone();
-        let (worker, proxy) = workers.next();
+        let proxy = proxy.clone();
         let watcher = graceful.watcher();
-        worker.spawn(async move {
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "connection lost on its way to a worker");
-                    return;
-                }
-            };
+        tokio::spawn(async move {
             let tls_stream =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -143,92 +113,6 @@ pub async fn serve_secure(
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::info!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections")
-        }
-    }
-    // Stopping a worker drops its remaining connections.
-    drop(workers);
-}
-
-/// How many request workers run: one per core the process may use, or `TOKIO_WORKER_THREADS`
-/// when set (the variable Tokio's own multi-threaded runtime reads).
-pub fn worker_count() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// The request workers: a single-threaded runtime on a thread of its own each, with its proxy.
-struct Workers {
-    workers: Vec<Worker>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-struct Worker {
-    runtime: tokio::runtime::Handle,
-    proxy: Arc<Proxy>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(proxies: Vec<Arc<Proxy>>) -> std::io::Result<Self> {
-        let workers = proxies
-            .into_iter()
-            .enumerate()
-            .map(|(index, proxy)| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let handle = runtime.handle().clone();
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let thread = std::thread::Builder::new()
-                    .name(format!("request-worker-{index}"))
-                    .spawn(move || {
-                        runtime.block_on(async {
-                            let _ = stopped.await;
-                        });
-                        // Not waiting on blocking tasks (a DNS lookup) beyond a moment.
-                        runtime.shutdown_timeout(Duration::from_secs(1));
-                    })?;
-                Ok(Worker {
-                    runtime: handle,
-                    proxy,
-                    stop: Some(stop),
-                    thread: Some(thread),
-                })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        if workers.is_empty() {
-            return Err(std::io::Error::other("no request worker"));
-        }
-        Ok(Self {
-            workers,
-            next: Default::default(),
-        })
-    }
-
-    /// The next worker in turn, and its proxy.
-    fn next(&self) -> (&tokio::runtime::Handle, Arc<Proxy>) {
-        let index =
-            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
-        let worker = &self.workers[index];
-        (&worker.runtime, worker.proxy.clone())
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for worker in &mut self.workers {
-            if let Some(stop) = worker.stop.take() {
-                let _ = stop.send(());
-            }
-        }
-        for worker in &mut self.workers {
-            if let Some(thread) = worker.thread.take() {
-                let _ = thread.join();
-            }
         }
     }
 }

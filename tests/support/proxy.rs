@@ -42,38 +42,18 @@ pub fn binary() -> PathBuf {
 impl ProxyProcess {
     /// Starts the proxy with the standard test flags plus `extra`; does not wait for readiness.
     pub fn spawn(ca: &TestCa, issuer_url: &str, upstream_url: &str, extra: &[String]) -> Self {
-        Self::spawn_with_env(ca, issuer_url, upstream_url, extra, &[])
-    }
-
-    /// [`ProxyProcess::spawn`] with environment variables set for the proxy.
-    pub fn spawn_with_env(
-        ca: &TestCa,
-        issuer_url: &str,
-        upstream_url: &str,
-        extra: &[String],
-        env: &[(&str, &str)],
-    ) -> Self {
         let mut args: Vec<String> = vec![
             format!("--oidc-issuer-url={issuer_url}"),
             "--oidc-client-id=kube".into(),
             format!("--oidc-ca-file={}", ca.ca_file().display()),
         ];
         args.extend_from_slice(extra);
-        Self::spawn_process(ca, upstream_url, &args, env)
+        Self::spawn_without_issuer(ca, upstream_url, &args)
     }
 
     /// Starts the proxy with the standard serving and upstream flags but no `--oidc-*` flags,
     /// plus `extra` (e.g. `--authentication-config`); does not wait for readiness.
     pub fn spawn_without_issuer(ca: &TestCa, upstream_url: &str, extra: &[String]) -> Self {
-        Self::spawn_process(ca, upstream_url, extra, &[])
-    }
-
-    fn spawn_process(
-        ca: &TestCa,
-        upstream_url: &str,
-        extra: &[String],
-        env: &[(&str, &str)],
-    ) -> Self {
         let serving = ca.leaf(&format!("proxy-{}", free_port()));
         let port = free_port();
         let probe_port = free_port();
@@ -91,7 +71,6 @@ impl ProxyProcess {
         args.extend_from_slice(extra);
         let mut child = Command::new(binary())
             .args(&args)
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -118,18 +97,7 @@ impl ProxyProcess {
         upstream_url: &str,
         extra: &[String],
     ) -> Self {
-        Self::start_with_env(ca, issuer_url, upstream_url, extra, &[]).await
-    }
-
-    /// [`ProxyProcess::start`] with environment variables set for the proxy.
-    pub async fn start_with_env(
-        ca: &TestCa,
-        issuer_url: &str,
-        upstream_url: &str,
-        extra: &[String],
-        env: &[(&str, &str)],
-    ) -> Self {
-        let mut proxy = Self::spawn_with_env(ca, issuer_url, upstream_url, extra, env);
+        let mut proxy = Self::spawn(ca, issuer_url, upstream_url, extra);
         proxy.wait_ready().await;
         proxy
     }

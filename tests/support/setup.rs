@@ -20,18 +20,12 @@ pub struct Setup {
 }
 
 pub async fn setup(extra: &[&str]) -> Setup {
-    setup_with_env(extra, &[]).await
-}
-
-/// [`setup`] with environment variables for the proxy, e.g. `TOKIO_WORKER_THREADS=1` for tests
-/// that count the connections one request worker opens upstream.
-pub async fn setup_with_env(extra: &[&str], env: &[(&str, &str)]) -> Setup {
     let ca = TestCa::new();
     let issuer = TestIssuer::start(&ca).await;
     let api = FakeApiServer::start(&ca).await;
     let mut args: Vec<String> = vec!["--oidc-groups-claim=groups".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let proxy = ProxyProcess::start_with_env(&ca, &issuer.url, &api.url, &args, env).await;
+    let proxy = ProxyProcess::start(&ca, &issuer.url, &api.url, &args).await;
     Setup {
         ca,
         issuer,
